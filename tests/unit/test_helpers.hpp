@@ -1,0 +1,44 @@
+// Shared helpers of the unit tests: fixture paths, scratch directories, error capture.
+#pragma once
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <functional>
+#include <string>
+
+#include "error.hpp"
+
+namespace moepack::test {
+
+inline std::filesystem::path fixture_model(const std::string& name) {
+    return std::filesystem::path(MOEPACK_FIXTURES_DIR) / "models" / name;
+}
+
+// A fresh scratch directory, removed when the object goes out of scope.
+class ScratchDir {
+public:
+    explicit ScratchDir(const std::string& name)
+        : path_(std::filesystem::temp_directory_path() /
+                ("moepack_" + name + "_" + std::to_string(::getpid()))) {
+        std::filesystem::remove_all(path_);
+        std::filesystem::create_directories(path_);
+    }
+    ~ScratchDir() { std::filesystem::remove_all(path_); }
+    const std::filesystem::path& path() const { return path_; }
+
+private:
+    std::filesystem::path path_;
+};
+
+// The message of the moepack::Error `fn` throws, or "(no error)".
+inline std::string error_of(const std::function<void()>& fn) {
+    try {
+        fn();
+    } catch (const Error& e) {
+        return e.what();
+    }
+    return "(no error)";
+}
+
+}  // namespace moepack::test

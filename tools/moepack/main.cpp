@@ -1,0 +1,32 @@
+// `moepack`: converts Hugging Face MoE checkpoints into packs and inspects both.
+// Turns library errors into a message on stderr and exit code 1 (2 for usage errors).
+#include <cstdio>
+#include <exception>
+
+#include "commands.hpp"
+#include "error.hpp"
+
+int main(int argc, char** argv) {
+    CLI::App app{"moepack: prepare Mixture-of-Experts checkpoints for streaming"};
+    app.require_subcommand(1);
+    app.set_version_flag("--version", "moepack 0.1.0");
+    moepack::tools::Command inspect = moepack::tools::add_inspect_command(app);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    }
+    try {
+        if (app.got_subcommand("inspect")) return inspect();
+    } catch (const moepack::Error& e) {
+        std::fprintf(stderr, "moepack: error: %s\n", e.what());
+        return 1;
+    } catch (const std::bad_alloc&) {
+        std::fprintf(stderr, "moepack: error: out of memory\n");
+        return 1;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "moepack: internal error: %s\n", e.what());
+        return 1;
+    }
+    return 2;
+}
