@@ -60,11 +60,18 @@ constexpr std::array<ArchitectureTraits, 8> kArchitectures{{
      true, true, true},
 }};
 
+const json& empty_object() {
+    static const json empty = json::object();
+    return empty;
+}
+
 // Looks keys up in the text model's config first, then in the outer (wrapper) config.
+// Both must outlive the ConfigKeys.
 class ConfigKeys {
 public:
     ConfigKeys(const json& text, const json& outer, std::string label)
         : text_(text), outer_(outer), label_(std::move(label)) {}
+    ConfigKeys(const json& object, std::string label) : ConfigKeys(object, empty_object(), std::move(label)) {}
 
     // The first of `names` present with a non-null value; nullptr when none.
     const json* find(std::initializer_list<const char*> names) const {
@@ -151,9 +158,7 @@ RopeConfig read_rope(const ConfigKeys& keys, const ArchitectureTraits& arch, int
     const json* scaling = params ? params : keys.find({"rope_scaling"});
     if (scaling && !scaling->is_object())
         fail(keys.label(), ": \"rope_scaling\" must be an object, got ", scaling->dump());
-    const json empty = json::object();
-    const json& s = scaling ? *scaling : empty;
-    ConfigKeys sk(s, empty, keys.label() + " (rope parameters)");
+    ConfigKeys sk(scaling ? *scaling : empty_object(), keys.label() + " (rope parameters)");
 
     rope.theta = sk.find({"rope_theta"}) ? sk.number({"rope_theta"}, 0)
                                          : keys.number({"rope_theta"}, 10000.0);
@@ -188,13 +193,13 @@ SourceQuantization read_quantization(const ConfigKeys& keys) {
     SourceQuantization q;
     if (const json* mlx = keys.find({"quantization"})) {
         if (!mlx->is_object()) fail(keys.label(), ": \"quantization\" must be an object");
-        ConfigKeys mk(*mlx, json::object(), keys.label() + " (quantization)");
+        ConfigKeys mk(*mlx, keys.label() + " (quantization)");
         q.kind = SourceQuant::mlx_affine;
         q.bits = mk.integer({"bits"}, std::nullopt, 1);
         q.group_size = mk.integer({"group_size"}, std::nullopt, 1);
         for (const auto& [module, v] : mlx->items()) {
             if (!v.is_object()) continue;
-            ConfigKeys ok(v, json::object(), concat(keys.label(), " (quantization of ", module, ")"));
+            ConfigKeys ok(v, concat(keys.label(), " (quantization of ", module, ")"));
             q.overrides[module] = {ok.integer({"bits"}, q.bits, 1), ok.integer({"group_size"}, q.group_size, 1)};
         }
         auto check_bits = [&](int64_t bits) {
@@ -208,7 +213,7 @@ SourceQuantization read_quantization(const ConfigKeys& keys) {
     const json* qc = keys.find({"quantization_config"});
     if (!qc) return q;
     if (!qc->is_object()) fail(keys.label(), ": \"quantization_config\" must be an object");
-    ConfigKeys qk(*qc, json::object(), keys.label() + " (quantization_config)");
+    ConfigKeys qk(*qc, keys.label() + " (quantization_config)");
     const std::string method = qk.string({"quant_method"}, "");
     if (method == "fp8") {
         q.kind = SourceQuant::fp8_block;
@@ -297,15 +302,13 @@ std::vector<std::string> supported_model_types() {
 
 ModelConfig read_model_config(const json& config, const std::string& label) {
     if (!config.is_object()) fail(label, ": expected a JSON object");
-    const json empty = json::object();
     const json* nested = config.contains("text_config") ? &config["text_config"] : nullptr;
     if (nested && !nested->is_object()) fail(label, ": \"text_config\" must be an object");
-    const json& text = nested ? *nested : config;
-    ConfigKeys keys(text, nested ? config : empty, label);
+    ConfigKeys keys(nested ? *nested : config, nested ? config : empty_object(), label);
 
     // The wrapper's model_type names the product ("qwen3_5_moe"); the text model's own
     // model_type ("qwen3_5_moe_text") describes the same layers.
-    std::string model_type = ConfigKeys(config, empty, label).string({"model_type"}, "");
+    std::string model_type = ConfigKeys(config, label).string({"model_type"}, "");
     if (model_type.empty()) fail(label, ": missing \"model_type\"");
     const ArchitectureTraits& arch = traits_for(model_type, label);
 

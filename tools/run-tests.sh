@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs every test: installs dependencies, builds with warnings as errors and with
+# AddressSanitizer + UndefinedBehaviorSanitizer, runs ctest, then runs each libFuzzer
+# target for a short fixed time (FUZZ_SECONDS, default 30) seeded from the fixtures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=$(nproc)
+fuzz_seconds=${FUZZ_SECONDS:-30}
+
+tools/install-deps.sh
+
+cmake -S . -B build-test -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DMOEPACK_WERROR=ON -DMOEPACK_SANITIZE=ON -DMOEPACK_BUILD_TESTS=ON
+cmake --build build-test -j "$jobs"
+ctest --test-dir build-test --output-on-failure -j "$jobs" 2>&1 | tee build-test/ctest.log
+
+if [ "$fuzz_seconds" -gt 0 ]; then
+  cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+    -DMOEPACK_FUZZ=ON -DMOEPACK_BUILD_TESTS=OFF -DMOEPACK_WERROR=ON
+  cmake --build build-fuzz -j "$jobs" --target fuzz_safetensors_header fuzz_model_config
+  corpus=build-fuzz/corpus
+  rm -rf "$corpus" && mkdir -p "$corpus/safetensors" "$corpus/config"
+  for model in tests/fixtures/models/*/; do
+    name=$(basename "$model")
+    cp "$model/config.json" "$corpus/config/$name.json"
+    for f in "$model"*.safetensors; do head -c 16384 "$f" > "$corpus/safetensors/$name-$(basename "$f")"; done
+  done
+  for target in safetensors_header:safetensors model_config:config; do
+    fuzzer=${target%%:*}; seeds=${target##*:}
+    echo "fuzzing $fuzzer for ${fuzz_seconds}s"
+    log="build-fuzz/fuzz_$fuzzer.log"
+    if ! (cd build-fuzz && "./tests/fuzz/fuzz_$fuzzer" -max_total_time="$fuzz_seconds" -max_len=16384 \
+          "corpus/$seeds" >"fuzz_$fuzzer.log" 2>&1); then
+      tail -n 40 "$log"
+      echo "fuzz_$fuzzer found a failure (reproducer in build-fuzz/crash-*)"
+      exit 1
+    fi
+    grep -E "^Done [0-9]+ runs" "$log"
+  done
+fi
+# the unit-test summary last, so that it closes the output
+grep -E "tests passed" build-test/ctest.log
