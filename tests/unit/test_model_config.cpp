@@ -2,6 +2,9 @@
 // routing flags, and rejection of bad configs with the key named.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
 #include <fstream>
 
 #include "model_config.hpp"
@@ -213,4 +216,101 @@ TEST(TensorRoles, ClassifiesEveryLayoutAndRole) {
         EXPECT_EQ(t.expert, k.expert) << k.name;
         EXPECT_EQ(t.part, k.part) << k.name;
     }
+}
+
+namespace {
+
+struct ReleasedModel {
+    const char* config;
+    const char* model_type;
+    int64_t layers, moe_layers, experts, top_k, hidden, head_dim, rotary_dim, full_attention_layers;
+    AttentionType attention;
+    RoutingFunction routing;
+    bool normalize_topk;
+    SourceQuant quant;
+};
+
+// Values as published on the models' cards and in their configs.
+const ReleasedModel kReleased[] = {
+    {"qwen3-30b-a3b", "qwen3_moe", 48, 48, 128, 8, 2048, 128, 128, 48, AttentionType::gqa,
+     RoutingFunction::softmax_topk, true, SourceQuant::none},
+    {"qwen3-30b-a3b-mlx-4bit", "qwen3_moe", 48, 48, 128, 8, 2048, 128, 128, 48, AttentionType::gqa,
+     RoutingFunction::softmax_topk, true, SourceQuant::mlx_affine},
+    {"qwen3-next-80b-a3b", "qwen3_next", 48, 48, 512, 10, 2048, 256, 64, 12, AttentionType::gated_gqa,
+     RoutingFunction::softmax_topk, true, SourceQuant::none},
+    {"qwen3.5-397b-a17b", "qwen3_5_moe", 60, 60, 512, 10, 4096, 256, 64, 15, AttentionType::gated_gqa,
+     RoutingFunction::softmax_topk, true, SourceQuant::none},
+    {"mixtral-8x7b", "mixtral", 32, 32, 8, 2, 4096, 128, 128, 32, AttentionType::gqa,
+     RoutingFunction::softmax_topk, true, SourceQuant::none},
+    {"olmoe-1b-7b", "olmoe", 16, 16, 64, 8, 2048, 128, 128, 16, AttentionType::gqa,
+     RoutingFunction::softmax_topk, false, SourceQuant::none},
+    {"deepseek-v3", "deepseek_v3", 61, 58, 256, 8, 7168, 192, 64, 61, AttentionType::mla,
+     RoutingFunction::sigmoid_grouped, true, SourceQuant::fp8_block},
+    {"gpt-oss-120b", "gpt_oss", 36, 36, 128, 4, 2880, 64, 64, 18, AttentionType::gqa,
+     RoutingFunction::topk_softmax, true, SourceQuant::mxfp4},
+};
+
+}  // namespace
+
+class ReleasedConfig : public ::testing::TestWithParam<ReleasedModel> {};
+
+TEST_P(ReleasedConfig, NormalisesToThePublishedShape) {
+    const ReleasedModel& m = GetParam();
+    const auto path = std::filesystem::path(MOEPACK_FIXTURES_DIR) / "configs" / (std::string(m.config) + ".json");
+    const ModelConfig c = read_model_config(json::parse(std::ifstream(path)), path.string());
+    EXPECT_EQ(c.model_type, m.model_type);
+    EXPECT_EQ(c.num_layers, m.layers);
+    EXPECT_EQ(c.num_moe_layers(), m.moe_layers);
+    EXPECT_EQ(c.num_experts, m.experts);
+    EXPECT_EQ(c.experts_per_token, m.top_k);
+    EXPECT_EQ(c.hidden_size, m.hidden);
+    EXPECT_EQ(c.head_dim, m.head_dim);
+    EXPECT_EQ(c.rope.rotary_dim, m.rotary_dim);
+    EXPECT_EQ(std::count_if(c.layers.begin(), c.layers.end(),
+                            [](const LayerDesc& l) { return l.attention == AttentionKind::full; }),
+              m.full_attention_layers);
+    EXPECT_EQ(c.attention, m.attention);
+    EXPECT_EQ(c.routing.function, m.routing);
+    EXPECT_EQ(c.routing.normalize_topk, m.normalize_topk);
+    EXPECT_EQ(c.quant.kind, m.quant);
+}
+
+INSTANTIATE_TEST_SUITE_P(Released, ReleasedConfig, ::testing::ValuesIn(kReleased), [](const auto& param_info) {
+    std::string name = param_info.param.config;
+    for (char& ch : name)
+        if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+    return name;
+});
+
+TEST(ReleasedConfigDetails, ArchitectureSpecificValues) {
+    auto load = [](const char* name) {
+        const auto path = std::filesystem::path(MOEPACK_FIXTURES_DIR) / "configs" / (std::string(name) + ".json");
+        return read_model_config(json::parse(std::ifstream(path)), path.string());
+    };
+    const ModelConfig ds = load("deepseek-v3");
+    EXPECT_EQ(ds.rope.scaling, "yarn");
+    EXPECT_EQ(ds.rope.factor, 40.0);
+    EXPECT_EQ(ds.rope.original_max_position, 4096);
+    EXPECT_EQ(ds.shared_expert_intermediate_size, 2048);
+    EXPECT_EQ(ds.routing.num_groups, 8);
+    EXPECT_EQ(ds.routing.groups_per_token, 4);
+    EXPECT_EQ(ds.mla.kv_lora_rank, 512);
+    EXPECT_EQ(ds.quant.block_rows, 128);
+    const ModelConfig oss = load("gpt-oss-120b");
+    EXPECT_EQ(oss.sliding_window, 128);
+    EXPECT_EQ(oss.layers[0].attention, AttentionKind::sliding);
+    EXPECT_EQ(oss.layers[1].attention, AttentionKind::full);
+    EXPECT_EQ(oss.swiglu_limit, 7.0);
+    EXPECT_FALSE(oss.rope.truncate);
+    EXPECT_TRUE(oss.attention_sinks);
+    EXPECT_TRUE(oss.expert_bias);
+    EXPECT_EQ(oss.expert_intermediate_size, 2880);
+    const ModelConfig q35 = load("qwen3.5-397b-a17b");
+    EXPECT_EQ(q35.rope.theta, 1e7);
+    EXPECT_EQ(q35.linear.num_value_heads, 64);
+    EXPECT_EQ(q35.num_mtp_layers, 1);
+    EXPECT_EQ(q35.eos_token_ids, std::vector<int64_t>{248044});
+    const ModelConfig mlx = load("qwen3-30b-a3b-mlx-4bit");
+    EXPECT_EQ(mlx.quant.bits, 4);
+    EXPECT_EQ(mlx.quant.overrides.at("model.layers.7.mlp.gate").first, 8);
 }

@@ -14,7 +14,7 @@ int main(int argc, char** argv) {
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
-        return app.exit(e);
+        return app.exit(e) == 0 ? 0 : 2;  // --help and --version succeed; usage errors are 2
     }
     try {
         if (app.got_subcommand("inspect")) return inspect();
