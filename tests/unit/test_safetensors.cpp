@@ -11,8 +11,10 @@
 #include "error.hpp"
 #include "safetensors.hpp"
 #include "safetensors_writer.hpp"
+#include "test_helpers.hpp"
 
 using namespace moepack;
+using moepack::test::ScratchDir;
 
 namespace {
 
@@ -101,13 +103,6 @@ std::vector<std::byte> bytes_of(const std::vector<float>& v) {
     return b;
 }
 
-[[maybe_unused]] std::filesystem::path temp_dir(const std::string& name) {
-    auto p = std::filesystem::temp_directory_path() / ("moepack_test_" + name + "_" + std::to_string(::getpid()));
-    std::filesystem::remove_all(p);
-    std::filesystem::create_directories(p);
-    return p;
-}
-
 }  // namespace
 
 TEST(SafetensorsCorrupt, EveryCaseIsRejectedWithItsReason) {
@@ -140,7 +135,8 @@ TEST(Safetensors, AcceptsEdgeCases) {
 }
 
 TEST(Safetensors, WriteReadRoundTripAlignedAndUnaligned) {
-    const auto dir = temp_dir("roundtrip");
+    const ScratchDir scratch("roundtrip");
+    const auto& dir = scratch.path();
     const std::vector<float> a{1.5f, -2.0f, 3.25f, 0.0f, 7.0f, -8.5f};
     const std::vector<std::byte> b{std::byte{1}, std::byte{2}, std::byte{3}};
     const auto a_bytes = bytes_of(a);
@@ -166,19 +162,19 @@ TEST(Safetensors, WriteReadRoundTripAlignedAndUnaligned) {
         EXPECT_EQ(f.metadata().at("format"), aligned ? "pt" : "mlx");
         EXPECT_EQ(f.find("absent"), nullptr);
     }
-    std::filesystem::remove_all(dir);
 }
 
 TEST(Safetensors, WriterRejectsDataOfTheWrongSize) {
-    const auto dir = temp_dir("writer_size");
+    const ScratchDir scratch("writer_size");
+    const auto& dir = scratch.path();
     const std::vector<std::byte> three(3);
     EXPECT_THROW(write_safetensors((dir / "x.safetensors").string(), {{"t", DType::F32, {1}, three}}), Error);
     EXPECT_FALSE(std::filesystem::exists(dir / "x.safetensors"));
-    std::filesystem::remove_all(dir);
 }
 
 TEST(Safetensors, MissingAndEmptyFiles) {
-    const auto dir = temp_dir("missing");
+    const ScratchDir scratch("missing");
+    const auto& dir = scratch.path();
     try {
         SafetensorsFile f((dir / "none.safetensors").string());
         FAIL() << "opened a missing file";
@@ -192,5 +188,4 @@ TEST(Safetensors, MissingAndEmptyFiles) {
     } catch (const Error& e) {
         EXPECT_NE(std::string(e.what()).find("file is 0 bytes"), std::string::npos) << e.what();
     }
-    std::filesystem::remove_all(dir);
 }
