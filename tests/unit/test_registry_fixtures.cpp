@@ -145,6 +145,22 @@ TEST(RegistryChecks, StackedExpertCountMustMatchConfig) {
     EXPECT_NE(err.find("model.layers.0.mlp.experts."), std::string::npos) << err;
 }
 
+TEST(RegistryChecks, MixedExpertLayoutsAreRejected) {
+    const Checkpoint fused = Checkpoint::open(fixture_model("qwen3_moe_fused").string());
+    const Checkpoint per_expert = Checkpoint::open(fixture_model("qwen3_moe").string());
+    ScratchDir scratch("mixed_layout");
+    fs::copy_file(fs::path(fused.directory()) / "config.json", scratch.path() / "config.json");
+    std::vector<TensorToWrite> tensors;
+    for (const auto& t : fused.tensors())
+        tensors.push_back({t.info->name, t.info->dtype, t.info->shape, t.file->data(*t.info)});
+    const TensorRef& extra = per_expert.get("model.layers.2.mlp.experts.0.gate_proj.weight");
+    tensors.push_back({extra.info->name, extra.info->dtype, extra.info->shape, extra.file->data(*extra.info)});
+    write_safetensors((scratch.path() / "model.safetensors").string(), tensors);
+    const std::string err = error_of([&] { summarize_checkpoint(Checkpoint::open(scratch.path().string())); });
+    EXPECT_NE(err.find("expert layout but earlier experts are"), std::string::npos) << err;
+    EXPECT_NE(err.find("model.layers.2.mlp.experts"), std::string::npos) << err;
+}
+
 TEST(RegistryChecks, MissingConfigIsNamed) {
     ScratchDir scratch("no_config");
     const std::vector<std::byte> one(4);

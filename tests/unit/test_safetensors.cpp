@@ -181,6 +181,12 @@ TEST(Safetensors, MissingAndEmptyFiles) {
     } catch (const Error& e) {
         EXPECT_NE(std::string(e.what()).find("none.safetensors: cannot open"), std::string::npos) << e.what();
     }
+    try {
+        SafetensorsFile f(dir.string());
+        FAIL() << "opened a directory";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("not a regular file"), std::string::npos) << e.what();
+    }
     std::ofstream((dir / "empty.safetensors").string()).close();
     try {
         SafetensorsFile f((dir / "empty.safetensors").string());
