@@ -250,14 +250,18 @@ const ReleasedModel kReleased[] = {
      RoutingFunction::topk_softmax, true, SourceQuant::mxfp4},
 };
 
+ModelConfig load_released_config(const std::string& name) {
+    const auto path = std::filesystem::path(MOEPACK_FIXTURES_DIR) / "configs" / (name + ".json");
+    return read_model_config(json::parse(std::ifstream(path)), path.string());
+}
+
 }  // namespace
 
 class ReleasedConfig : public ::testing::TestWithParam<ReleasedModel> {};
 
 TEST_P(ReleasedConfig, NormalisesToThePublishedShape) {
     const ReleasedModel& m = GetParam();
-    const auto path = std::filesystem::path(MOEPACK_FIXTURES_DIR) / "configs" / (std::string(m.config) + ".json");
-    const ModelConfig c = read_model_config(json::parse(std::ifstream(path)), path.string());
+    const ModelConfig c = load_released_config(m.config);
     EXPECT_EQ(c.model_type, m.model_type);
     EXPECT_EQ(c.num_layers, m.layers);
     EXPECT_EQ(c.num_moe_layers(), m.moe_layers);
@@ -283,11 +287,7 @@ INSTANTIATE_TEST_SUITE_P(Released, ReleasedConfig, ::testing::ValuesIn(kReleased
 });
 
 TEST(ReleasedConfigDetails, ArchitectureSpecificValues) {
-    auto load = [](const char* name) {
-        const auto path = std::filesystem::path(MOEPACK_FIXTURES_DIR) / "configs" / (std::string(name) + ".json");
-        return read_model_config(json::parse(std::ifstream(path)), path.string());
-    };
-    const ModelConfig ds = load("deepseek-v3");
+    const ModelConfig ds = load_released_config("deepseek-v3");
     EXPECT_EQ(ds.rope.scaling, "yarn");
     EXPECT_EQ(ds.rope.factor, 40.0);
     EXPECT_EQ(ds.rope.original_max_position, 4096);
@@ -296,7 +296,7 @@ TEST(ReleasedConfigDetails, ArchitectureSpecificValues) {
     EXPECT_EQ(ds.routing.groups_per_token, 4);
     EXPECT_EQ(ds.mla.kv_lora_rank, 512);
     EXPECT_EQ(ds.quant.block_rows, 128);
-    const ModelConfig oss = load("gpt-oss-120b");
+    const ModelConfig oss = load_released_config("gpt-oss-120b");
     EXPECT_EQ(oss.sliding_window, 128);
     EXPECT_EQ(oss.layers[0].attention, AttentionKind::sliding);
     EXPECT_EQ(oss.layers[1].attention, AttentionKind::full);
@@ -305,12 +305,12 @@ TEST(ReleasedConfigDetails, ArchitectureSpecificValues) {
     EXPECT_TRUE(oss.attention_sinks);
     EXPECT_TRUE(oss.expert_bias);
     EXPECT_EQ(oss.expert_intermediate_size, 2880);
-    const ModelConfig q35 = load("qwen3.5-397b-a17b");
+    const ModelConfig q35 = load_released_config("qwen3.5-397b-a17b");
     EXPECT_EQ(q35.rope.theta, 1e7);
     EXPECT_EQ(q35.linear.num_value_heads, 64);
     EXPECT_EQ(q35.num_mtp_layers, 1);
     EXPECT_EQ(q35.eos_token_ids, std::vector<int64_t>{248044});
-    const ModelConfig mlx = load("qwen3-30b-a3b-mlx-4bit");
+    const ModelConfig mlx = load_released_config("qwen3-30b-a3b-mlx-4bit");
     EXPECT_EQ(mlx.quant.bits, 4);
     EXPECT_EQ(mlx.quant.overrides.at("model.layers.7.mlp.gate").first, 8);
 }
