@@ -27,13 +27,6 @@ uint64_t weight_params(const ModelConfig& c, const TensorInfo& t, const TensorCl
     return 0;
 }
 
-// Non-expert bytes in the pack: fp8 weights become bf16, their block scales disappear.
-uint64_t pack_bytes_of_non_expert(const TensorInfo& t, const TensorClass& cls) {
-    if (cls.part == "weight_scale_inv") return 0;
-    if (t.dtype == DType::F8_E4M3 || t.dtype == DType::F8_E5M2) return t.numel * 2;
-    return t.nbytes;
-}
-
 void check_experts(const CheckpointSummary& s) {
     const ModelConfig& c = s.config;
     // (layer, projection) -> experts present with a weight (or blocks) tensor
@@ -79,19 +72,6 @@ uint64_t CheckpointSummary::per_expert_weight_params() const {
     return num_expert_instances ? expert_weight_params / static_cast<uint64_t>(num_expert_instances) : 0;
 }
 
-uint64_t CheckpointSummary::projected_pack_bytes(int bits, int64_t group_size) const {
-    if (num_expert_instances == 0) return non_expert_pack_bytes;
-    const auto n = static_cast<uint64_t>(num_expert_instances);
-    const uint64_t params = expert_weight_params / n;
-    const uint64_t biases = expert_bias_params / n;
-    uint64_t bytes = bits >= 16 ? params * 2
-                                : params * static_cast<uint64_t>(bits) / 8 +
-                                      (params / static_cast<uint64_t>(group_size)) * 4;  // bf16 scale + bias
-    bytes += biases * 2;
-    bytes = (bytes + kExpertAlignment - 1) / kExpertAlignment * kExpertAlignment;
-    return non_expert_pack_bytes + bytes * n;
-}
-
 CheckpointSummary summarize_checkpoint(const Checkpoint& checkpoint) {
     const std::string config_path =
         (std::filesystem::path(checkpoint.directory()) / "config.json").string();
@@ -122,7 +102,6 @@ CheckpointSummary summarize_checkpoint(const Checkpoint& checkpoint) {
                 break;
             default:
                 s.non_expert_bytes += ref.info->nbytes;
-                s.non_expert_pack_bytes += pack_bytes_of_non_expert(*ref.info, t.cls);
         }
         s.tensors.push_back(std::move(t));
     }
@@ -149,11 +128,6 @@ nlohmann::json to_json(const CheckpointSummary& s, bool with_tensors) {
         {"skipped_bytes", s.skipped_bytes},
         {"per_expert_bytes", s.per_expert_bytes()},
         {"per_expert_params", s.per_expert_weight_params()},
-        {"projected_pack_bytes",
-         {{"16", s.projected_pack_bytes(16)},
-          {"8", s.projected_pack_bytes(8)},
-          {"4", s.projected_pack_bytes(4)},
-          {"2", s.projected_pack_bytes(2)}}},
         {"config", to_json(s.config)},
     };
     if (with_tensors) {

@@ -1,7 +1,7 @@
 // What a checkpoint holds, as `moepack inspect` reports it: the normalised config, the
-// expert layout, every tensor with its role, byte totals, and the projected pack size at
-// each expert bit width. Building the summary also checks that the tensors agree with
-// config.json (every MoE layer has a router and all of its experts' projections).
+// expert layout, every tensor with its role, and byte totals. Building the summary also
+// checks that the tensors agree with config.json (every MoE layer has a router and all of
+// its experts' projections).
 #pragma once
 
 #include <cstdint>
@@ -13,11 +13,6 @@
 #include "tensor_roles.hpp"
 
 namespace moepack {
-
-// Group size the projections assume for 2/4/8-bit experts (the pack's default).
-inline constexpr int64_t kDefaultGroupSize = 64;
-// Experts start on this boundary in expert files (one direct read each).
-inline constexpr uint64_t kExpertAlignment = 4096;
 
 struct ClassifiedTensor {
     TensorRef ref;
@@ -33,16 +28,12 @@ struct CheckpointSummary {
     uint64_t expert_bytes = 0;               // routed experts, as stored
     uint64_t skipped_bytes = 0;              // vision, MTP
     uint64_t non_expert_bytes = 0;           // everything else, as stored
-    uint64_t non_expert_pack_bytes = 0;      // non-experts once fp8 is dequantised to bf16
     uint64_t expert_weight_params = 0;       // all routed experts, logical elements
     uint64_t expert_bias_params = 0;         // GPT-OSS expert biases
     int64_t num_expert_instances = 0;        // MoE layers x experts
 
     uint64_t per_expert_bytes() const;
     uint64_t per_expert_weight_params() const;
-    // Projected pack size with experts at `bits` (16: bf16 passthrough; else affine with
-    // bf16 scale and bias per group) and every expert padded to kExpertAlignment.
-    uint64_t projected_pack_bytes(int bits, int64_t group_size = kDefaultGroupSize) const;
 };
 
 // Reads config.json and classifies and checks every tensor. The summary points into the

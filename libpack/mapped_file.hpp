@@ -19,6 +19,9 @@ public:
 
     std::span<const std::byte> bytes() const { return {data_, size_}; }
     const std::string& path() const { return path_; }
+    // Tells the kernel the pages under `range` (a part of bytes()) will not be read again
+    // soon, so they leave this process's resident set (they stay in the page cache).
+    void drop_pages(std::span<const std::byte> range) const;
 
 private:
     void release();

@@ -52,6 +52,8 @@ public:
     const TensorInfo* find(const std::string& name) const;
     // The tensor's raw bytes (may be unaligned).
     std::span<const std::byte> data(const TensorInfo& t) const;
+    // Lets the pages of `range` (inside this file's data) leave the resident set.
+    void drop_pages(std::span<const std::byte> range) const { map_.drop_pages(range); }
 
 private:
     MappedFile map_;

@@ -8,6 +8,7 @@
 
 #include "checkpoint.hpp"
 #include "checkpoint_summary.hpp"
+#include "pack_plan.hpp"
 #include "safetensors_writer.hpp"
 #include "test_helpers.hpp"
 
@@ -75,13 +76,20 @@ TEST_P(RegistryFixture, SummaryMatchesTheModel) {
     EXPECT_EQ(s.skipped_bytes > 0, e.has_skipped);
     EXPECT_EQ(s.total_bytes, s.expert_bytes + s.non_expert_bytes + s.skipped_bytes);
     EXPECT_EQ(s.tensors.size(), ck.tensors().size());
-    // projections shrink with the bit width and 16-bit experts weigh 2 bytes per weight
-    // (tiny experts round up to one 4 KiB block at 4 and 2 bits)
-    EXPECT_GT(s.projected_pack_bytes(16), s.projected_pack_bytes(8));
-    EXPECT_GE(s.projected_pack_bytes(8), s.projected_pack_bytes(4));
-    EXPECT_GE(s.projected_pack_bytes(4), s.projected_pack_bytes(2));
-    EXPECT_GE(s.projected_pack_bytes(16) - s.non_expert_pack_bytes,
+    // every fixture can be planned; packs shrink with the bit width and 16-bit experts weigh
+    // 2 bytes per weight (tiny experts round up to one 4 KiB block at 4 and 2 bits)
+    auto plan_at = [&](int bits) {
+        PackOptions o;
+        o.expert_bits = bits;
+        return plan_pack(s, o);
+    };
+    EXPECT_GT(plan_at(16).total_bytes(), plan_at(8).total_bytes());
+    EXPECT_GE(plan_at(8).total_bytes(), plan_at(4).total_bytes());
+    EXPECT_GE(plan_at(4).total_bytes(), plan_at(2).total_bytes());
+    const PackPlan p16 = plan_at(16);
+    EXPECT_GE(p16.total_bytes() - p16.weights_file_bytes,
               e.per_expert_params * 2 * static_cast<uint64_t>(e.moe_layers * e.experts));
+    EXPECT_EQ(p16.layers.size(), static_cast<size_t>(e.moe_layers));
     const auto j = to_json(s, true);
     EXPECT_EQ(j["architecture"], e.architecture);
     EXPECT_EQ(j["expert_layout"], to_string(e.layout));

@@ -4,11 +4,20 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <string>
 
 namespace moepack::tools {
 
 using Command = std::function<int()>;
 
 Command add_inspect_command(CLI::App& app);
+Command add_convert_command(CLI::App& app);
+Command add_extract_weights_command(CLI::App& app);
+Command add_repack_experts_command(CLI::App& app);
+Command add_verify_command(CLI::App& app);
+
+// `moepack inspect` on a pack directory (pack_inspect.cpp).
+bool is_pack_directory(const std::string& path);
+int inspect_pack(const std::string& path, bool json, bool tensors);
 
 }  // namespace moepack::tools

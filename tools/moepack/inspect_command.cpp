@@ -1,5 +1,5 @@
 // `moepack inspect PATH [--json] [--tensors]`: what a checkpoint holds and what its pack
-// would weigh.
+// would weigh; for a pack directory, what the pack holds (pack_inspect.cpp).
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -8,6 +8,8 @@
 #include "checkpoint_summary.hpp"
 #include "commands.hpp"
 #include "error.hpp"
+#include "pack_plan.hpp"
+#include "text_format.hpp"
 
 namespace moepack::tools {
 namespace {
@@ -18,17 +20,11 @@ struct InspectOptions {
     bool tensors = false;
 };
 
-std::string human_bytes(uint64_t bytes) {
-    const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double v = static_cast<double>(bytes);
-    int u = 0;
-    while (v >= 1024 && u < 4) {
-        v /= 1024;
-        ++u;
-    }
-    char buf[32];
-    std::snprintf(buf, sizeof buf, u ? "%.2f %s" : "%.0f %s", v, units[u]);
-    return buf;
+// Exact pack sizes at each expert bit width (default group size, dense weights as stored).
+uint64_t pack_bytes_at(const CheckpointSummary& s, int bits) {
+    PackOptions o;
+    o.expert_bits = bits;
+    return plan_pack(s, o).total_bytes();
 }
 
 std::string layer_pattern(const ModelConfig& c) {
@@ -71,10 +67,10 @@ void print_text(const CheckpointSummary& s, const InspectOptions& opt, size_t nu
                 human_bytes(s.per_expert_bytes()).c_str(),
                 static_cast<unsigned long long>(s.per_expert_weight_params()));
     std::printf("  skipped       %s (vision, multi-token prediction)\n", human_bytes(s.skipped_bytes).c_str());
-    std::printf("projected pack  16-bit %s, 8-bit %s, 4-bit %s, 2-bit %s (group size %lld)\n",
-                human_bytes(s.projected_pack_bytes(16)).c_str(), human_bytes(s.projected_pack_bytes(8)).c_str(),
-                human_bytes(s.projected_pack_bytes(4)).c_str(), human_bytes(s.projected_pack_bytes(2)).c_str(),
-                static_cast<long long>(kDefaultGroupSize));
+    std::printf("pack size       16-bit %s, 8-bit %s, 4-bit %s, 2-bit %s (group size %d)\n",
+                human_bytes(pack_bytes_at(s, 16)).c_str(), human_bytes(pack_bytes_at(s, 8)).c_str(),
+                human_bytes(pack_bytes_at(s, 4)).c_str(), human_bytes(pack_bytes_at(s, 2)).c_str(),
+                pack::kDefaultGroupSize);
     if (!opt.tensors) return;
     std::printf("\n%-64s %-8s %-20s %12s  %s\n", "name", "dtype", "shape", "bytes", "role");
     for (const auto& t : s.tensors) {
@@ -94,18 +90,21 @@ void print_text(const CheckpointSummary& s, const InspectOptions& opt, size_t nu
 
 Command add_inspect_command(CLI::App& app) {
     auto opt = std::make_shared<InspectOptions>();
-    CLI::App* cmd = app.add_subcommand("inspect", "Describe a checkpoint: architecture, normalised config, "
-                                                  "expert layout, sizes and projected pack sizes");
-    cmd->add_option("path", opt->path, "checkpoint directory or .safetensors file")->required();
+    CLI::App* cmd = app.add_subcommand("inspect", "Describe a checkpoint (architecture, normalised config, expert "
+                                                  "layout, sizes, pack sizes) or a pack (files, quantization, checksums)");
+    cmd->add_option("path", opt->path, "checkpoint directory, .safetensors file or pack directory")->required();
     cmd->add_flag("--json", opt->json, "print one JSON object");
     cmd->add_flag("--tensors", opt->tensors, "list every tensor with its dtype, shape, size and role");
     return [opt]() {
+        if (is_pack_directory(opt->path)) return inspect_pack(opt->path, opt->json, opt->tensors);
         const Checkpoint checkpoint = Checkpoint::open(opt->path);
         const CheckpointSummary summary = summarize_checkpoint(checkpoint);
         if (opt->json) {
             auto j = to_json(summary, opt->tensors);
             j["path"] = opt->path;
             j["num_files"] = checkpoint.files().size();
+            j["pack_bytes"] = {{"16", pack_bytes_at(summary, 16)}, {"8", pack_bytes_at(summary, 8)},
+                               {"4", pack_bytes_at(summary, 4)}, {"2", pack_bytes_at(summary, 2)}};
             std::printf("%s\n", j.dump(2).c_str());
         } else {
             print_text(summary, *opt, checkpoint.files().size());

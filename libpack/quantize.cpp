@@ -1,0 +1,177 @@
+// Affine group quantizer with a cheap error search: for each group it tries a few ranges
+// clipped symmetrically inside [min, max], then refits scale and bias by least squares on
+// the chosen codes, keeping whichever has the lowest squared error after bf16 rounding of
+// scale and bias (the values the reader will use).
+#include "quantize.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "dtype.hpp"
+#include "error.hpp"
+
+namespace moepack {
+namespace {
+
+// Fractions of the range removed (half from each end) by the search.
+constexpr float kSearchClips[] = {0.0f, 0.04f, 0.08f, 0.12f, 0.18f, 0.25f, 0.33f};
+constexpr int kRefineSteps = 2;
+
+float round_bf16(float v) { return bf16_to_float(float_to_bf16(v)); }
+
+struct GroupFit {
+    float scale = 0, bias = 0;   // already bf16-representable
+    double error = 0;
+};
+
+// Squared error of quantizing `w` with (scale, bias); writes codes when `codes` is set.
+double evaluate(const float* w, size_t n, float scale, float bias, float qmax, uint8_t* codes) {
+    double error = 0;
+    const float inv = scale != 0.0f ? 1.0f / scale : 0.0f;
+    for (size_t i = 0; i < n; ++i) {
+        float q = scale != 0.0f ? std::nearbyint((w[i] - bias) * inv) : 0.0f;
+        q = std::clamp(q, 0.0f, qmax);
+        const float d = q * scale + bias - w[i];
+        error += static_cast<double>(d) * d;
+        if (codes) codes[i] = static_cast<uint8_t>(q);
+    }
+    return error;
+}
+
+GroupFit fit_range(const float* w, size_t n, float lo, float hi, float qmax) {
+    GroupFit f;
+    f.bias = round_bf16(lo);
+    f.scale = round_bf16((hi - f.bias) / qmax);
+    f.error = evaluate(w, n, f.scale, f.bias, qmax, nullptr);
+    return f;
+}
+
+// Least-squares scale and bias for the codes that `current` assigns.
+GroupFit refine(const float* w, size_t n, const GroupFit& current, float qmax, uint8_t* scratch) {
+    evaluate(w, n, current.scale, current.bias, qmax, scratch);
+    double sq = 0, sqq = 0, sw = 0, sqw = 0;
+    for (size_t i = 0; i < n; ++i) {
+        const double q = scratch[i];
+        sq += q;
+        sqq += q * q;
+        sw += w[i];
+        sqw += q * w[i];
+    }
+    const double dn = static_cast<double>(n);
+    const double det = dn * sqq - sq * sq;
+    if (det <= 0) return current;
+    GroupFit f;
+    const double scale = (dn * sqw - sq * sw) / det;
+    f.scale = round_bf16(static_cast<float>(scale));
+    f.bias = round_bf16(static_cast<float>((sw - scale * sq) / dn));
+    f.error = evaluate(w, n, f.scale, f.bias, qmax, nullptr);
+    return f.error < current.error ? f : current;
+}
+
+GroupFit fit_group(const float* w, size_t n, float qmax, QuantMethod method, uint8_t* scratch) {
+    float lo = w[0], hi = w[0];
+    for (size_t i = 1; i < n; ++i) {
+        lo = std::min(lo, w[i]);
+        hi = std::max(hi, w[i]);
+    }
+    GroupFit best = fit_range(w, n, lo, hi, qmax);
+    if (method == QuantMethod::minmax || hi == lo) return best;
+    const float range = hi - lo;
+    for (size_t c = 1; c < std::size(kSearchClips); ++c) {
+        const float cut = range * kSearchClips[c] * 0.5f;
+        const GroupFit f = fit_range(w, n, lo + cut, hi - cut, qmax);
+        if (f.error < best.error) best = f;
+    }
+    for (int step = 0; step < kRefineSteps; ++step) best = refine(w, n, best, qmax, scratch);
+    return best;
+}
+
+void check_finite(const float* row, uint64_t cols) {
+    for (uint64_t c = 0; c < cols; ++c)
+        if (!std::isfinite(row[c])) fail("non-finite value ", row[c], " at column ", c);
+}
+
+}  // namespace
+
+void quantize_row(const float* row, uint64_t cols, int bits, int group_size, QuantMethod method,
+                  uint32_t* codes, uint16_t* scales, uint16_t* biases) {
+    check_finite(row, cols);
+    const float qmax = static_cast<float>((1u << bits) - 1);
+    const uint64_t words = (cols * static_cast<uint64_t>(bits) + 31) / 32;
+    std::memset(codes, 0, words * 4);
+    uint8_t group_codes[128];
+    uint8_t scratch[128];
+    const uint64_t g = static_cast<uint64_t>(group_size);
+    for (uint64_t start = 0, group = 0; start < cols; start += g, ++group) {
+        const size_t n = static_cast<size_t>(std::min(g, cols - start));
+        const GroupFit f = fit_group(row + start, n, qmax, method, scratch);
+        evaluate(row + start, n, f.scale, f.bias, qmax, group_codes);
+        scales[group] = float_to_bf16(f.scale);
+        biases[group] = float_to_bf16(f.bias);
+        for (size_t i = 0; i < n; ++i) {
+            const uint64_t bit = (start + i) * static_cast<uint64_t>(bits);
+            codes[bit / 32] |= static_cast<uint32_t>(group_codes[i]) << (bit % 32);
+        }
+    }
+}
+
+void dequantize_row(const uint32_t* codes, const float* scales, const float* biases, uint64_t cols, int bits,
+                    int group_size, float* row) {
+    const uint32_t mask = (1u << bits) - 1;
+    const uint64_t g = static_cast<uint64_t>(group_size);
+    for (uint64_t c = 0; c < cols; ++c) {
+        const uint64_t bit = c * static_cast<uint64_t>(bits);
+        const uint32_t q = (codes[bit / 32] >> (bit % 32)) & mask;
+        const uint64_t group = c / g;
+        row[c] = static_cast<float>(q) * scales[group] + biases[group];
+    }
+}
+
+void encode_matrix_rows(const float* rows, uint64_t row_begin, uint64_t row_count, const pack::MatrixLayout& m,
+                        QuantMethod method, std::span<std::byte> record) {
+    if (record.size() < m.bytes()) fail("matrix record buffer: expected ", m.bytes(), " bytes, got ", record.size());
+    if (row_begin + row_count > m.rows) fail("matrix rows ", row_begin, "+", row_count, " beyond ", m.rows);
+    for (uint64_t r = 0; r < row_count; ++r) {
+        const float* src = rows + r * m.cols;
+        const uint64_t row = row_begin + r;
+        if (m.bits == 16) {
+            check_finite(src, m.cols);
+            auto* out = reinterpret_cast<uint16_t*>(record.data()) + row * m.cols;
+            for (uint64_t c = 0; c < m.cols; ++c) out[c] = float_to_bf16(src[c]);
+            continue;
+        }
+        auto* codes = reinterpret_cast<uint32_t*>(record.data() + m.codes_offset()) + row * m.row_words();
+        auto* scales = reinterpret_cast<uint16_t*>(record.data() + m.scales_offset()) + row * m.groups();
+        auto* biases = reinterpret_cast<uint16_t*>(record.data() + m.biases_offset()) + row * m.groups();
+        try {
+            quantize_row(src, m.cols, m.bits, m.group_size, method, codes, scales, biases);
+        } catch (const Error& e) {
+            fail("row ", row, ": ", e.what());
+        }
+    }
+}
+
+void encode_matrix(const float* matrix, const pack::MatrixLayout& m, QuantMethod method,
+                   std::span<std::byte> record) {
+    encode_matrix_rows(matrix, 0, m.rows, m, method, record);
+}
+
+void decode_matrix(std::span<const std::byte> record, const pack::MatrixLayout& m, float* matrix) {
+    if (record.size() < m.bytes()) fail("matrix record: expected ", m.bytes(), " bytes, got ", record.size());
+    std::vector<float> scales(m.groups()), biases(m.groups());
+    for (uint64_t row = 0; row < m.rows; ++row) {
+        float* out = matrix + row * m.cols;
+        if (m.bits == 16) {
+            to_float32(DType::BF16, record.data() + row * m.cols * 2, m.cols, out);
+            continue;
+        }
+        const auto* codes = reinterpret_cast<const uint32_t*>(record.data() + m.codes_offset()) + row * m.row_words();
+        to_float32(DType::BF16, record.data() + m.scales_offset() + row * m.groups() * 2, m.groups(), scales.data());
+        to_float32(DType::BF16, record.data() + m.biases_offset() + row * m.groups() * 2, m.groups(), biases.data());
+        dequantize_row(codes, scales.data(), biases.data(), m.cols, m.bits, m.group_size, out);
+    }
+}
+
+}  // namespace moepack
