@@ -90,6 +90,29 @@ float e8m0_to_float(uint8_t bits) {
     return std::ldexp(1.0f, static_cast<int>(bits) - 127);
 }
 
+uint16_t float_to_f16(float value) {
+    uint32_t x;
+    std::memcpy(&x, &value, 4);
+    const auto sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
+    const uint32_t exponent = (x >> 23) & 0xffu;
+    uint32_t mantissa = x & 0x7fffffu;
+    if (exponent == 0xff) return static_cast<uint16_t>(sign | 0x7c00u | (mantissa ? 0x200u : 0u));
+    const int e = static_cast<int>(exponent) - 127 + 15;
+    if (e >= 31) return static_cast<uint16_t>(sign | 0x7c00u);
+    // Keeps `bits` of a mantissa shifted right by `shift`, rounding to nearest even.
+    auto round_shift = [](uint32_t m, int shift) {
+        const uint32_t kept = m >> shift, rest = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+        return kept + ((rest > half || (rest == half && (kept & 1u))) ? 1u : 0u);
+    };
+    if (e <= 0) {   // subnormal half (or zero)
+        if (e < -10) return sign;
+        mantissa |= 0x800000u;
+        return static_cast<uint16_t>(sign | round_shift(mantissa, 14 - e));
+    }
+    // a carry out of the mantissa correctly bumps the exponent (up to infinity)
+    return static_cast<uint16_t>(sign | round_shift((static_cast<uint32_t>(e) << 23) | mantissa, 13));
+}
+
 uint16_t float_to_bf16(float value) {
     uint32_t bits = std::bit_cast<uint32_t>(value);
     if (std::isnan(value)) return static_cast<uint16_t>((bits >> 16) | 0x40);

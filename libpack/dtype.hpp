@@ -28,6 +28,7 @@ float f8e4m3_to_float(uint8_t bits);   // OCP E4M3FN: no infinities, 0x7F/0xFF a
 float f8e5m2_to_float(uint8_t bits);   // IEEE-like: infinities and NaNs
 float e8m0_to_float(uint8_t bits);     // 2^(bits-127); 0xFF is NaN
 uint16_t float_to_bf16(float value);   // round to nearest even; NaN stays NaN
+uint16_t float_to_f16(float value);    // round to nearest even; overflow to infinity; NaN stays NaN
 
 // Converts `count` little-endian elements of type `t` at `src` (any alignment) to float32.
 // Throws moepack::Error when `t` is not a floating type.

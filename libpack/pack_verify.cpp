@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <unistd.h>
+#define XXH_INLINE_ALL   // header-only: no runtime library to ship
 #include <xxhash.h>
 
 #include <algorithm>

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <unistd.h>
+#define XXH_INLINE_ALL   // header-only: no runtime library to ship
 #include <xxhash.h>
 
 #include <cerrno>
@@ -72,7 +73,7 @@ void store_values(const float* values, uint64_t count, DenseEncoding e, bool fol
             const uint16_t b = float_to_bf16(v);
             std::memcpy(out.data() + i * 2, &b, 2);
         } else {
-            const _Float16 h = static_cast<_Float16>(v);
+            const uint16_t h = float_to_f16(v);
             std::memcpy(out.data() + i * 2, &h, 2);
         }
     }

@@ -29,7 +29,7 @@ struct GroupFit {
 // Squared error of quantizing `w` with (scale, bias); writes codes when `codes` is set.
 // The hot loop of the quantizer: written so that it vectorizes (round half up by truncation
 // of a clamped non-negative value; float accumulation).
-float evaluate(const float* w, size_t n, float scale, float bias, float qmax, uint8_t* codes) {
+[[gnu::always_inline]] inline float evaluate(const float* w, size_t n, float scale, float bias, float qmax, uint8_t* codes) {
     float error = 0;
     const float inv = scale != 0.0f ? 1.0f / scale : 0.0f;
     for (size_t i = 0; i < n; ++i) {
@@ -42,7 +42,7 @@ float evaluate(const float* w, size_t n, float scale, float bias, float qmax, ui
     return error;
 }
 
-GroupFit fit_range(const float* w, size_t n, float lo, float hi, float qmax) {
+[[gnu::always_inline]] inline GroupFit fit_range(const float* w, size_t n, float lo, float hi, float qmax) {
     GroupFit f;
     f.bias = round_bf16(lo);
     f.scale = round_bf16((hi - f.bias) / qmax);
@@ -51,7 +51,7 @@ GroupFit fit_range(const float* w, size_t n, float lo, float hi, float qmax) {
 }
 
 // Least-squares scale and bias for the codes that `current` assigns.
-GroupFit refine(const float* w, size_t n, const GroupFit& current, float qmax, uint8_t* scratch) {
+[[gnu::always_inline]] inline GroupFit refine(const float* w, size_t n, const GroupFit& current, float qmax, uint8_t* scratch) {
     evaluate(w, n, current.scale, current.bias, qmax, scratch);
     double sq = 0, sqq = 0, sw = 0, sqw = 0;
     for (size_t i = 0; i < n; ++i) {
@@ -72,7 +72,7 @@ GroupFit refine(const float* w, size_t n, const GroupFit& current, float qmax, u
     return f.error < current.error ? f : current;
 }
 
-GroupFit fit_group(const float* w, size_t n, float qmax, QuantMethod method, uint8_t* scratch) {
+[[gnu::always_inline]] inline GroupFit fit_group(const float* w, size_t n, float qmax, QuantMethod method, uint8_t* scratch) {
     float lo = w[0], hi = w[0];
     for (size_t i = 1; i < n; ++i) {
         lo = std::min(lo, w[i]);
@@ -98,6 +98,9 @@ void check_finite(const float* row, uint64_t cols) {
 
 }  // namespace
 
+// Compiled for AVX2 and for baseline x86-64 (the helpers above are inlined into both);
+// the loader picks the version the CPU supports.
+__attribute__((target_clones("avx2", "default")))
 void quantize_row(const float* row, uint64_t cols, int bits, int group_size, QuantMethod method,
                   uint32_t* codes, uint16_t* scales, uint16_t* biases) {
     check_finite(row, cols);

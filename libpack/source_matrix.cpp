@@ -74,6 +74,8 @@ void SourceMatrix::validate() const {
             break;
         }
         case SourceEncoding::mlx_affine: {
+            if (bits != 2 && bits != 4 && bits != 8)
+                fail(label(), ": MLX ", bits, "-bit weights cannot be converted (2, 4 and 8 bits can)");
             const pack::MatrixLayout l = pack::matrix_layout(rows, cols, bits, group_size);
             if (cols % static_cast<uint64_t>(group_size) != 0 || (cols * static_cast<uint64_t>(bits)) % 32 != 0)
                 fail(label(), ": MLX columns ", cols, " not a multiple of the group size ", group_size);
@@ -113,6 +115,8 @@ void SourceMatrix::read_rows(uint64_t row_begin, uint64_t count, float* out) con
             return;
         }
         case SourceEncoding::mlx_affine: {
+            if (bits != 2 && bits != 4 && bits != 8)
+                fail(label(), ": MLX ", bits, "-bit weights cannot be converted (2, 4 and 8 bits can)");
             const pack::MatrixLayout l = pack::matrix_layout(rows, cols, bits, group_size);
             std::vector<uint32_t> codes(l.row_words());
             std::vector<float> s(l.groups()), b(l.groups());

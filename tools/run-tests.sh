@@ -17,15 +17,20 @@ ctest --test-dir build-test --output-on-failure -j "$jobs" 2>&1 | tee build-test
 if [ "$fuzz_seconds" -gt 0 ]; then
   cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
     -DMOEPACK_FUZZ=ON -DMOEPACK_BUILD_TESTS=OFF -DMOEPACK_WERROR=ON
-  cmake --build build-fuzz -j "$jobs" --target fuzz_safetensors_header fuzz_model_config
+  cmake --build build-fuzz -j "$jobs" --target fuzz_safetensors_header fuzz_model_config fuzz_pack_manifest
   corpus=build-fuzz/corpus
-  rm -rf "$corpus" && mkdir -p "$corpus/safetensors" "$corpus/config"
+  rm -rf "$corpus" && mkdir -p "$corpus/safetensors" "$corpus/config" "$corpus/manifest"
   for model in tests/fixtures/models/*/; do
     name=$(basename "$model")
     cp "$model/config.json" "$corpus/config/$name.json"
     for f in "$model"*.safetensors; do head -c 16384 "$f" > "$corpus/safetensors/$name-$(basename "$f")"; done
   done
-  for target in safetensors_header:safetensors model_config:config; do
+  # manifests of real packs of two fixtures, made by the sanitized build
+  for model in qwen3_moe gpt_oss; do
+    build-test/tools/moepack convert "tests/fixtures/models/$model" -o "build-fuzz/pack-$model" --force >/dev/null 2>&1
+    cp "build-fuzz/pack-$model/manifest.json" "$corpus/manifest/$model.json"
+  done
+  for target in safetensors_header:safetensors model_config:config pack_manifest:manifest; do
     fuzzer=${target%%:*}; seeds=${target##*:}
     echo "fuzzing $fuzzer for ${fuzz_seconds}s"
     log="build-fuzz/fuzz_$fuzzer.log"

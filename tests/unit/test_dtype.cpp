@@ -88,3 +88,23 @@ TEST(DType, BulkConversionHandlesUnalignedInput) {
     EXPECT_EQ(od[1], -1e10f);
     EXPECT_THROW(to_float32(DType::I32, values, 1, out), Error);
 }
+
+namespace moepack {
+namespace {
+
+TEST(DTypeEncode, F16RoundTripsEveryFiniteHalfAndRoundsToNearestEven) {
+    for (uint32_t h = 0; h < 0x10000; ++h) {
+        const auto half = static_cast<uint16_t>(h);
+        if ((half & 0x7c00u) == 0x7c00u && (half & 0x3ffu)) continue;   // NaN payloads
+        ASSERT_EQ(float_to_f16(f16_to_float(half)), half) << std::hex << h;
+    }
+    EXPECT_EQ(float_to_f16(1.0f + 1.0f / 2048), 0x3c00u);           // tie to even (down)
+    EXPECT_EQ(float_to_f16(1.0f + 3.0f / 2048), 0x3c02u);           // tie to even (up)
+    EXPECT_EQ(float_to_f16(70000.0f), 0x7c00u);                     // overflow
+    EXPECT_EQ(float_to_f16(1e-8f), 0x0000u);                        // underflow
+    EXPECT_EQ(f16_to_float(float_to_f16(-3e-6f)), -2.980232238769531e-06f);   // subnormal, rounded
+    EXPECT_TRUE(std::isnan(f16_to_float(float_to_f16(std::nanf("")))));
+}
+
+}  // namespace
+}  // namespace moepack

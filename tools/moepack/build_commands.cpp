@@ -1,5 +1,7 @@
 // `moepack convert`, `extract-weights` and `repack-experts`: one builder (libpack's
 // build_pack) behind three subcommands that differ only in which parts they write.
+#include <sys/resource.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -74,9 +76,13 @@ Command add_build_command(CLI::App& app, const char* name, const char* descripti
             fail(e.what(), hint);
         }
         line.finish(result.source_bytes);
-        std::printf("wrote %s: %s in %d piece(s)%s\n", result.output.c_str(), human_bytes(result.pack_bytes).c_str(),
-                    result.pieces_written,
-                    result.pieces_reused ? concat(", reused ", result.pieces_reused, " finished piece(s)").c_str() : "");
+        rusage usage{};
+        ::getrusage(RUSAGE_SELF, &usage);
+        std::printf("wrote %s: %s in %d piece(s)%s; %s of source in %.2f s; peak RSS %s\n", result.output.c_str(),
+                    human_bytes(result.pack_bytes).c_str(), result.pieces_written,
+                    result.pieces_reused ? concat(", reused ", result.pieces_reused, " finished piece(s)").c_str() : "",
+                    human_bytes(result.source_bytes).c_str(), line.elapsed_seconds(),
+                    human_bytes(static_cast<uint64_t>(usage.ru_maxrss) * 1024).c_str());
         return 0;
     };
 }
