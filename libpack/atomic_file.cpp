@@ -14,7 +14,7 @@
 namespace moepack {
 
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
-    temp_path_ = path_ + ".tmp.XXXXXX";
+    temp_path_ = path_ + std::string(kAtomicTempMarker) + "XXXXXX";
     fd_ = ::mkstemp(temp_path_.data());
     if (fd_ < 0) fail(path_, ": cannot create a temporary file: ", std::strerror(errno));
 }

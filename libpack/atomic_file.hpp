@@ -8,8 +8,12 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 
 namespace moepack {
+
+// Temporary files are named FINAL + kAtomicTempMarker + a random suffix.
+inline constexpr std::string_view kAtomicTempMarker = ".tmp.";
 
 class AtomicFile {
 public:

@@ -10,6 +10,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <mutex>
 #include <memory>
 #include <optional>
 #include <thread>
@@ -207,6 +209,12 @@ BuildResult build_pack(const BuildRequest& r) {
             if (!matches)
                 fail(staging, ": holds an unfinished conversion with other sources or options; remove it or run "
                      "without --resume");
+            // files a killed run was still writing
+            std::vector<fs::path> leftovers;
+            for (const auto& entry : fs::recursive_directory_iterator(staging))
+                if (entry.path().filename().string().find(kAtomicTempMarker) != std::string::npos)
+                    leftovers.push_back(entry.path());
+            for (const auto& p : leftovers) fs::remove(p);
         } else {
             fs::remove_all(staging);
         }
@@ -244,36 +252,48 @@ BuildResult build_pack(const BuildRequest& r) {
         if (r.progress) r.progress(now, source_total);
     };
     if (r.progress) r.progress(0, source_total);
+    // The weights file (mostly I/O) is written while the experts (mostly compute) are encoded.
+    std::mutex piece_mutex;
     auto finished = [&](const std::string& piece) {
+        std::lock_guard lock(piece_mutex);
         if (r.after_piece) r.after_piece(piece);
     };
-
+    std::future<void> weights_job;
     if (r.weights) {
         if (weights_entry) {
             ++result.pieces_reused;
         } else {
-            weights_entry = write_weights(plan, staging, threads, progress);
-            record_piece(staging, std::string(pack::kWeightsName), *weights_entry, job);
+            weights_job = std::async(std::launch::async, [&] {
+                weights_entry = write_weights(plan, staging, threads, progress);
+                record_piece(staging, std::string(pack::kWeightsName), *weights_entry, job);
+                finished(std::string(pack::kWeightsName));
+            });
             ++result.pieces_written;
-            finished(std::string(pack::kWeightsName));
         }
     }
+    std::exception_ptr experts_error;
     if (r.experts) {
-        std::unique_ptr<ExpertSource> expert_source;
-        if (src.pack) expert_source = std::make_unique<PackExpertSource>(*src.pack);
-        else expert_source = std::make_unique<CheckpointExpertSource>(plan, src.source_bytes_per_expert);
-        for (size_t i = 0; i < plan.layers.size(); ++i) {
-            if (layer_entries[i]) {
-                ++result.pieces_reused;
-                continue;
+        try {
+            std::unique_ptr<ExpertSource> expert_source;
+            if (src.pack) expert_source = std::make_unique<PackExpertSource>(*src.pack);
+            else expert_source = std::make_unique<CheckpointExpertSource>(plan, src.source_bytes_per_expert);
+            for (size_t i = 0; i < plan.layers.size(); ++i) {
+                if (layer_entries[i]) {
+                    ++result.pieces_reused;
+                    continue;
+                }
+                layer_entries[i] = write_expert_layer(plan, i, *expert_source, staging, threads, progress);
+                const std::string file = layer_entries[i]->at("file").get<std::string>();
+                record_piece(staging, file, *layer_entries[i], job);
+                ++result.pieces_written;
+                finished(file);
             }
-            layer_entries[i] = write_expert_layer(plan, i, *expert_source, staging, threads, progress);
-            const std::string file = layer_entries[i]->at("file").get<std::string>();
-            record_piece(staging, file, *layer_entries[i], job);
-            ++result.pieces_written;
-            finished(file);
+        } catch (...) {
+            experts_error = std::current_exception();
         }
     }
+    if (weights_job.valid()) weights_job.get();   // rethrows the weights' error first
+    if (experts_error) std::rethrow_exception(experts_error);
     result.source_bytes = done.load();
 
     // config.json travels with the pack for reference.

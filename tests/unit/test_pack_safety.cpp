@@ -222,8 +222,8 @@ TEST_F(PackSafety, InterruptedConvertLeavesNoPackAndResumeReusesFinishedPieces) 
     const fs::path out = dir_->path() / "interrupted";
     const int status = in_child([&] {
         auto r = request(test::fixture_model("qwen3_moe"), out);
-        r.after_piece = [](const std::string& piece) {
-            if (piece.find("layer-000") != std::string::npos) ::raise(SIGKILL);
+        r.after_piece = [finished = 0](const std::string&) mutable {
+            if (++finished == 2) ::raise(SIGKILL);   // weights and experts are written concurrently
         };
         build_pack(r);
     });
@@ -240,10 +240,13 @@ TEST_F(PackSafety, InterruptedConvertLeavesNoPackAndResumeReusesFinishedPieces) 
     auto r = request(test::fixture_model("qwen3_moe"), out);
     r.resume = true;
     const BuildResult result = build_pack(r);
-    EXPECT_EQ(result.pieces_reused, 2);   // weights.bin and layer 0
-    EXPECT_EQ(result.pieces_written, 1);  // layer 2
+    EXPECT_EQ(result.pieces_reused, 2);
+    EXPECT_EQ(result.pieces_written, 1);
     EXPECT_TRUE(verify_pack(out.string(), false, 2).ok());
     EXPECT_FALSE(fs::exists(out.string() + ".partial"));
+    size_t files = 0;
+    for (const auto& entry : fs::recursive_directory_iterator(out)) files += entry.is_regular_file();
+    EXPECT_EQ(files, 5u);   // manifest, config, weights, two layers: nothing left over
     for (const char* f : {"weights.bin", "experts/layer-000.bin", "experts/layer-002.bin", "manifest.json"})
         EXPECT_EQ(bytes_of(out / f), bytes_of(pack_ / f)) << f;
 }
@@ -252,8 +255,8 @@ TEST_F(PackSafety, ResumeRewritesADamagedFinishedPiece) {
     const fs::path out = dir_->path() / "damaged";
     in_child([&] {
         auto r = request(test::fixture_model("qwen3_moe"), out);
-        r.after_piece = [](const std::string& piece) {
-            if (piece.find("layer-000") != std::string::npos) ::raise(SIGKILL);
+        r.after_piece = [finished = 0](const std::string&) mutable {
+            if (++finished == 2) ::raise(SIGKILL);   // weights and experts are written concurrently
         };
         build_pack(r);
     });
