@@ -109,6 +109,21 @@ ExpertBlockLayout expert_block_layout(uint64_t hidden, uint64_t intermediate, in
     return e;
 }
 
+ExpertsHeader experts_header(const ExpertBlockLayout& l, int64_t layer, int64_t num_experts) {
+    ExpertsHeader h;
+    h.layer = static_cast<uint32_t>(layer);
+    h.num_experts = static_cast<uint32_t>(num_experts);
+    h.bits = static_cast<uint32_t>(l.bits);
+    h.group_size = static_cast<uint32_t>(l.group_size);
+    h.flags = l.has_bias ? kExpertFlagBias : 0;
+    h.hidden = l.hidden;
+    h.intermediate = l.intermediate;
+    h.expert_bytes = l.bytes;
+    h.expert_stride = l.stride;
+    h.file_bytes = kExpertsHeaderBytes + static_cast<uint64_t>(num_experts) * l.stride;
+    return h;
+}
+
 std::array<std::byte, kExpertsHeaderBytes> encode(const ExpertsHeader& h) {
     std::array<std::byte, kExpertsHeaderBytes> out{};
     std::memcpy(out.data(), kExpertsMagic.data(), kExpertsMagic.size());

@@ -91,6 +91,8 @@ struct ExpertsHeader {
     uint64_t file_bytes = 0;
 };
 inline constexpr uint32_t kExpertFlagBias = 1;
+// The header of the expert file of `layer` holding `num_experts` blocks of `layout`.
+ExpertsHeader experts_header(const ExpertBlockLayout& layout, int64_t layer, int64_t num_experts);
 std::array<std::byte, kExpertsHeaderBytes> encode(const ExpertsHeader& h);
 // Throws moepack::Error naming `label` for a wrong magic, a future version or bad fields.
 ExpertsHeader decode_experts_header(std::span<const std::byte> bytes, const std::string& label);

@@ -266,14 +266,9 @@ PackPlan plan_pack(const CheckpointSummary& summary, const PackOptions& o) {
                             const auto& blocks = require(layer, -1, proj, "blocks");
                             const auto& scales = require(layer, -1, proj, "scales");
                             SourceMatrix& m = target->matrix;
+                            m = source_of(c, index, blocks, rows, cols, true, ue);
                             m.encoding = SourceEncoding::mxfp4;
-                            m.file = blocks.ref.file;
-                            m.weight = blocks.ref.info;
                             m.scales = scales.ref.info;
-                            m.rows = rows;
-                            m.cols = cols;
-                            m.stacked = true;
-                            m.slice = ue;
                         }
                         x.up = x.gate;
                         x.gate.step = x.up.step = 2;   // GPT-OSS interleaves gate and up rows

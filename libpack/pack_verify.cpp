@@ -61,18 +61,7 @@ std::vector<FileCheck> plan_checks(const Pack& p) {
         const auto& l = p.expert_layout();
         for (const auto& layer : p.expert_layers()) {
             FileCheck& c = find(layer.file);
-            pack::ExpertsHeader h;
-            h.layer = static_cast<uint32_t>(layer.layer);
-            h.num_experts = static_cast<uint32_t>(p.num_experts());
-            h.bits = static_cast<uint32_t>(l.bits);
-            h.group_size = static_cast<uint32_t>(l.group_size);
-            h.flags = l.has_bias ? pack::kExpertFlagBias : 0;
-            h.hidden = l.hidden;
-            h.intermediate = l.intermediate;
-            h.expert_bytes = l.bytes;
-            h.expert_stride = l.stride;
-            h.file_bytes = c.bytes;
-            const auto bytes = pack::encode(h);
+            const auto bytes = pack::encode(pack::experts_header(l, layer.layer, p.num_experts()));
             c.header.assign(bytes.begin(), bytes.end());
             for (size_t e = 0; e < layer.experts.size(); ++e)
                 c.pieces.push_back({layer.experts[e].offset, layer.experts[e].bytes, layer.experts[e].xxh3,

@@ -179,17 +179,7 @@ nlohmann::json write_expert_layer(const PackPlan& plan, size_t layer_index, cons
     std::filesystem::create_directories(std::filesystem::path(path).parent_path());
     const pack::ExpertBlockLayout& l = plan.expert;
     HashedOutput out(path);
-    pack::ExpertsHeader h;
-    h.layer = static_cast<uint32_t>(layer);
-    h.num_experts = static_cast<uint32_t>(plan.num_experts);
-    h.bits = static_cast<uint32_t>(l.bits);
-    h.group_size = static_cast<uint32_t>(l.group_size);
-    h.flags = l.has_bias ? pack::kExpertFlagBias : 0;
-    h.hidden = l.hidden;
-    h.intermediate = l.intermediate;
-    h.expert_bytes = l.bytes;
-    h.expert_stride = l.stride;
-    h.file_bytes = plan.expert_file_bytes();
+    const pack::ExpertsHeader h = pack::experts_header(l, layer, plan.num_experts);
     out.write(pack::encode(h));
     nlohmann::json experts = nlohmann::json::array();
     const auto count = static_cast<size_t>(plan.num_experts);
