@@ -2,6 +2,7 @@
 #include "atomic_file.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -17,6 +18,7 @@ AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
     temp_path_ = path_ + std::string(kAtomicTempMarker) + "XXXXXX";
     fd_ = ::mkstemp(temp_path_.data());
     if (fd_ < 0) fail(path_, ": cannot create a temporary file: ", std::strerror(errno));
+    ::fchmod(fd_, 0644);   // mkstemp makes 0600; outputs are meant to be shared like any file
 }
 
 AtomicFile::~AtomicFile() {
