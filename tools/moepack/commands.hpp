@@ -10,5 +10,7 @@ namespace moepack::tools {
 using Command = std::function<int()>;
 
 Command add_inspect_command(CLI::App& app);
+Command add_export_vocab_command(CLI::App& app);
+Command add_export_tokenizer_command(CLI::App& app);
 
 }  // namespace moepack::tools

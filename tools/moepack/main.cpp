@@ -11,6 +11,8 @@ int main(int argc, char** argv) {
     app.require_subcommand(1);
     app.set_version_flag("--version", "moepack 0.1.0");
     moepack::tools::Command inspect = moepack::tools::add_inspect_command(app);
+    moepack::tools::Command export_vocab = moepack::tools::add_export_vocab_command(app);
+    moepack::tools::Command export_tokenizer = moepack::tools::add_export_tokenizer_command(app);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -18,6 +20,8 @@ int main(int argc, char** argv) {
     }
     try {
         if (app.got_subcommand("inspect")) return inspect();
+        if (app.got_subcommand("export-vocab")) return export_vocab();
+        if (app.got_subcommand("export-tokenizer")) return export_tokenizer();
     } catch (const moepack::Error& e) {
         std::fprintf(stderr, "moepack: error: %s\n", e.what());
         return 1;
