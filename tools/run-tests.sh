@@ -17,15 +17,21 @@ ctest --test-dir build-test --output-on-failure -j "$jobs" 2>&1 | tee build-test
 if [ "$fuzz_seconds" -gt 0 ]; then
   cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
     -DMOEPACK_FUZZ=ON -DMOEPACK_BUILD_TESTS=OFF -DMOEPACK_WERROR=ON
-  cmake --build build-fuzz -j "$jobs" --target fuzz_safetensors_header fuzz_model_config
+  cmake --build build-fuzz -j "$jobs" --target fuzz_safetensors_header fuzz_model_config fuzz_tokenizer_file
   corpus=build-fuzz/corpus
-  rm -rf "$corpus" && mkdir -p "$corpus/safetensors" "$corpus/config"
+  rm -rf "$corpus" && mkdir -p "$corpus/safetensors" "$corpus/config" "$corpus/tokenizer"
   for model in tests/fixtures/models/*/; do
     name=$(basename "$model")
     cp "$model/config.json" "$corpus/config/$name.json"
     for f in "$model"*.safetensors; do head -c 16384 "$f" > "$corpus/safetensors/$name-$(basename "$f")"; done
   done
-  for target in safetensors_header:safetensors model_config:config; do
+  # tokenizer.bin seeds: the small fixture tokenizers, whole and as bare payloads
+  for tok in tests/fixtures/tokenizers/*/; do
+    name=$(basename "$tok")
+    build-test/tools/moepack export-tokenizer "$tok" -o "$corpus/tokenizer/$name.bin" >/dev/null
+    tail -c +33 "$corpus/tokenizer/$name.bin" > "$corpus/tokenizer/$name.payload"
+  done
+  for target in safetensors_header:safetensors model_config:config tokenizer_file:tokenizer; do
     fuzzer=${target%%:*}; seeds=${target##*:}
     echo "fuzzing $fuzzer for ${fuzz_seconds}s"
     log="build-fuzz/fuzz_$fuzzer.log"
