@@ -33,7 +33,7 @@ RegexSplitter::RegexSplitter(const std::string& pattern) : pattern_(pattern) {
     int error = 0;
     PCRE2_SIZE offset = 0;
     code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
-                          PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &error, &offset, nullptr);
+                          PCRE2_UTF | PCRE2_UCP, &error, &offset, nullptr);
     if (!code_) fail("pre-tokenizer pattern '", pattern, "': ", pcre2_message(error), " at offset ", offset);
     // JIT is an optimisation: without it (unsupported CPU, no executable memory) matching
     // falls back to the interpreter with identical results.

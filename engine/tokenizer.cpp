@@ -12,6 +12,20 @@
 namespace moepack::engine {
 namespace {
 
+// Text fields must be UTF-8 before anything matches or normalises with them.
+const TokenizerData& checked_text(const TokenizerData& d, const std::string& name) {
+    auto check = [&](const std::string& s, const char* what) {
+        if (first_invalid_utf8(s) != s.size()) fail(name, ": ", what, " is not valid UTF-8");
+    };
+    for (const auto& a : d.added) check(a.content, "an added token");
+    for (const auto& n : d.normalizer) {
+        check(n.pattern, "a normalizer pattern");
+        check(n.content, "a normalizer replacement");
+    }
+    for (const auto& p : d.pre_tokenizer) check(p.pattern, "a pre-tokenizer pattern");
+    return d;
+}
+
 std::vector<AddedTokenMatcher::Token> added_tokens(const TokenizerData& d, bool normalized, const Normalizer& n) {
     std::vector<AddedTokenMatcher::Token> out;
     for (const auto& a : d.added) {
@@ -35,7 +49,7 @@ Tokenizer Tokenizer::load(const std::string& path) {
 Tokenizer::Tokenizer(TokenizerData data, std::string name)
     : data_(std::move(data)),
       name_(std::move(name)),
-      raw_tokens_(added_tokens(data_, false, Normalizer({}))),
+      raw_tokens_(added_tokens(checked_text(data_, name_), false, Normalizer({}))),
       normalized_tokens_(added_tokens(data_, true, Normalizer(data_.normalizer))),
       normalizer_(data_.normalizer),
       model_(data_, name_) {

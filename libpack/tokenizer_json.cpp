@@ -284,7 +284,8 @@ void read_model(const Source& s, const json& model, TokenizerData& d,
     if (!merges.is_array()) fail(s.path, ": model: \"merges\" must be an array");
     d.merges.reserve(merges.size());
     for (size_t rank = 0; rank < merges.size(); ++rank) {
-        const auto [a, b] = split_merge(s, merges[rank], rank);
+        const auto parts = split_merge(s, merges[rank], rank);
+        const std::string &a = parts.first, &b = parts.second;
         auto id = [&](const std::string& t) {
             auto it = text_to_id.find(t);
             if (it == text_to_id.end()) fail(s.path, ": merge #", rank, " '", a, " ", b, "': '", t, "' is not in the vocab");
