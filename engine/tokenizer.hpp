@@ -5,7 +5,6 @@
 #pragma once
 
 #include <cstdint>
-#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -32,7 +31,6 @@ public:
     std::string decode(std::span<const uint32_t> ids, bool skip_special_tokens = false) const;
 
     const TokenizerData& data() const { return data_; }
-    const std::string& name() const { return name_; }
     // Text of an added token (e.g. to write BOS into a prompt); throws when `id` is not one.
     const std::string& added_token_text(uint32_t id) const;
 

@@ -1,4 +1,4 @@
-// Byte-level alphabet in both directions.
+// Byte-level alphabet: symbols back to bytes.
 #include "byte_level_alphabet.hpp"
 
 #include <array>
@@ -10,15 +10,11 @@ namespace {
 bool printable_as_itself(int b) { return (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE; }
 
 struct Alphabet {
-    std::array<uint32_t, 256> code_point{};
     std::array<int, 0x144> byte_of{};  // code point -> byte, -1 when not in the alphabet
     Alphabet() {
         byte_of.fill(-1);
         uint32_t next = 0x100;
-        for (int b = 0; b < 256; ++b) {
-            code_point[b] = printable_as_itself(b) ? static_cast<uint32_t>(b) : next++;
-            byte_of[code_point[b]] = b;
-        }
+        for (int b = 0; b < 256; ++b) byte_of[printable_as_itself(b) ? static_cast<uint32_t>(b) : next++] = b;
     }
 };
 
@@ -49,21 +45,6 @@ std::optional<std::string> byte_level_to_bytes(std::string_view text) {
         }
         if (cp >= a.byte_of.size() || a.byte_of[cp] < 0) return std::nullopt;
         out.push_back(static_cast<char>(a.byte_of[cp]));
-    }
-    return out;
-}
-
-std::string bytes_to_byte_level(std::string_view bytes) {
-    const Alphabet& a = alphabet();
-    std::string out;
-    for (unsigned char b : bytes) {
-        const uint32_t cp = a.code_point[b];
-        if (cp < 0x80) {
-            out.push_back(static_cast<char>(cp));
-        } else {
-            out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-            out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-        }
     }
     return out;
 }

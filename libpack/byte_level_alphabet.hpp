@@ -13,7 +13,4 @@ namespace moepack {
 // not in the alphabet (or `text` is not valid UTF-8).
 std::optional<std::string> byte_level_to_bytes(std::string_view text);
 
-// The byte-level text of raw bytes (the inverse of byte_level_to_bytes).
-std::string bytes_to_byte_level(std::string_view bytes);
-
 }  // namespace moepack

@@ -75,7 +75,8 @@ TEST_P(Golden, EncodeMatchesTokenizers) {
 
 TEST_P(Golden, DecodeMatchesTokenizers) {
     const Tokenizer& tok = tokenizer(GetParam());
-    for (const auto& e : golden()["encodings"]) {
+    const json g = golden();
+    for (const auto& e : g["encodings"]) {
         const auto ids = ids_of(e["ids"]);
         EXPECT_EQ(tok.decode(ids, false), e["decode"].get<std::string>()) << e["text"];
         EXPECT_EQ(tok.decode(ids, true), e["decode_skip_special"].get<std::string>()) << e["text"];
@@ -84,7 +85,8 @@ TEST_P(Golden, DecodeMatchesTokenizers) {
 
 TEST_P(Golden, StreamingDecodeEmitsWholeCharacters) {
     const Tokenizer& tok = tokenizer(GetParam());
-    for (const auto& e : golden()["encodings"]) {
+    const json g = golden();
+    for (const auto& e : g["encodings"]) {
         StreamDecoder stream(tok.data().decode, false);
         std::string all;
         for (uint32_t id : ids_of(e["ids"])) {

@@ -120,13 +120,14 @@ TEST(VocabFile, RoundTripAndTruncation) {
     EXPECT_NE(error_of([&] { parse_vocab_file(as_span(bad), "v.bin"); }).find("checksum"), std::string::npos);
 }
 
-TEST(ByteLevelAlphabet, EveryByteRoundTrips) {
-    std::string all;
-    for (int b = 0; b < 256; ++b) all.push_back(static_cast<char>(b));
-    const std::string text = bytes_to_byte_level(all);
-    EXPECT_EQ(byte_level_to_bytes(text), all);
-    EXPECT_EQ(bytes_to_byte_level(" \n"), "\xC4\xA0\xC4\x8A");  // Ġ Ċ
-    EXPECT_EQ(byte_level_to_bytes("\xE2\x96\x81"), std::nullopt);  // ▁ is not in the alphabet
+TEST(ByteLevelAlphabet, SymbolsMapBackToBytes) {
+    // printable Latin-1 stands for itself; the 68 other bytes are U+0100.. in byte order
+    EXPECT_EQ(byte_level_to_bytes("hi!\xC2\xA1\xC3\xBF"), "hi!\xA1\xFF");
+    EXPECT_EQ(byte_level_to_bytes("\xC4\xA0\xC4\x8A"), " \n");                        // Ġ Ċ
+    EXPECT_EQ(byte_level_to_bytes("\xC4\x80\xC4\xA1\xC5\x82\xC5\x83"), std::string("\x00\x7F\xA0\xAD", 4));  // Ā ġ ł Ń
+    EXPECT_EQ(byte_level_to_bytes("\xC5\x84"), std::nullopt);    // ń, past the alphabet
+    EXPECT_EQ(byte_level_to_bytes("\xE2\x96\x81"), std::nullopt);  // ▁
+    EXPECT_EQ(byte_level_to_bytes(" "), std::nullopt);             // the space byte is Ġ, not itself
 }
 
 }  // namespace
