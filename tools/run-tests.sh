@@ -17,9 +17,10 @@ ctest --test-dir build-test --output-on-failure -j "$jobs" 2>&1 | tee build-test
 if [ "$fuzz_seconds" -gt 0 ]; then
   cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
     -DMOEPACK_FUZZ=ON -DMOEPACK_BUILD_TESTS=OFF -DMOEPACK_WERROR=ON
-  cmake --build build-fuzz -j "$jobs" --target fuzz_safetensors_header fuzz_model_config fuzz_pack_manifest
+  cmake --build build-fuzz -j "$jobs" --target fuzz_safetensors_header fuzz_model_config fuzz_pack_manifest \
+    fuzz_tokenizer_file
   corpus=build-fuzz/corpus
-  rm -rf "$corpus" && mkdir -p "$corpus/safetensors" "$corpus/config" "$corpus/manifest"
+  rm -rf "$corpus" && mkdir -p "$corpus/safetensors" "$corpus/config" "$corpus/manifest" "$corpus/tokenizer"
   for model in tests/fixtures/models/*/; do
     name=$(basename "$model")
     cp "$model/config.json" "$corpus/config/$name.json"
@@ -30,7 +31,14 @@ if [ "$fuzz_seconds" -gt 0 ]; then
     build-test/tools/moepack convert "tests/fixtures/models/$model" -o "build-fuzz/pack-$model" --force >/dev/null 2>&1
     cp "build-fuzz/pack-$model/manifest.json" "$corpus/manifest/$model.json"
   done
-  for target in safetensors_header:safetensors model_config:config pack_manifest:manifest; do
+  # tokenizer.bin seeds: the small fixture tokenizers, whole and as bare payloads
+  for tok in tests/fixtures/tokenizers/*/; do
+    name=$(basename "$tok")
+    build-test/tools/moepack export-tokenizer "$tok" -o "$corpus/tokenizer/$name.bin" >/dev/null
+    tail -c +33 "$corpus/tokenizer/$name.bin" > "$corpus/tokenizer/$name.payload"
+  done
+  for target in safetensors_header:safetensors model_config:config pack_manifest:manifest \
+      tokenizer_file:tokenizer; do
     fuzzer=${target%%:*}; seeds=${target##*:}
     echo "fuzzing $fuzzer for ${fuzz_seconds}s"
     log="build-fuzz/fuzz_$fuzzer.log"

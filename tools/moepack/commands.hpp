@@ -11,6 +11,8 @@ namespace moepack::tools {
 using Command = std::function<int()>;
 
 Command add_inspect_command(CLI::App& app);
+Command add_export_vocab_command(CLI::App& app);
+Command add_export_tokenizer_command(CLI::App& app);
 Command add_convert_command(CLI::App& app);
 Command add_extract_weights_command(CLI::App& app);
 Command add_repack_experts_command(CLI::App& app);

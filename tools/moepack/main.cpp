@@ -19,6 +19,8 @@ int main(int argc, char** argv) {
         {"extract-weights", add_extract_weights_command(app)},
         {"repack-experts", add_repack_experts_command(app)},
         {"verify", add_verify_command(app)},
+        {"export-vocab", add_export_vocab_command(app)},
+        {"export-tokenizer", add_export_tokenizer_command(app)},
     };
     try {
         app.parse(argc, argv);
