@@ -21,6 +21,7 @@
 #include "error.hpp"
 #include "pack_reader.hpp"
 #include "pack_writer.hpp"
+#include "tokenizer_export.hpp"
 
 namespace moepack {
 namespace {
@@ -305,6 +306,19 @@ BuildResult build_pack(const BuildRequest& r) {
                          {"xxh3", pack::hash_hex(hash_file((fs::path(staging) / pack::kConfigName).string()))}});
     }
 
+    // The tokenizer travels with the weights part, when the checkpoint has one.
+    json tokenizer_section;
+    if (r.weights && src.checkpoint &&
+        fs::exists(fs::path(src.checkpoint->directory()) / "tokenizer.json")) {
+        for (auto [name, is_vocab] : {std::pair{pack::kTokenizerName, false}, std::pair{pack::kVocabName, true}}) {
+            const std::string path = (fs::path(staging) / name).string();
+            if (is_vocab) export_vocab(src.checkpoint->directory(), path);
+            else export_tokenizer(src.checkpoint->directory(), path);
+            files.push_back({{"path", name}, {"bytes", fs::file_size(path)}, {"xxh3", pack::hash_hex(hash_file(path))}});
+        }
+        tokenizer_section = {{"tokenizer", pack::kTokenizerName}, {"vocab", pack::kVocabName}};
+    }
+
     json manifest = {{"format", "moepack"},
                      {"format_version", pack::kFormatVersion},
                      {"producer", {{"name", "moepack"}, {"version", kProducerVersion}}},
@@ -319,9 +333,14 @@ BuildResult build_pack(const BuildRequest& r) {
     } else if (existing && existing->has_weights()) {
         link_into(*existing, std::string(pack::kWeightsName), staging);
         manifest["weights"] = existing->manifest().at("weights");
+        if (existing->manifest().contains("tokenizer")) tokenizer_section = existing->manifest()["tokenizer"];
         for (const auto& f : existing->files())
-            if (f.path == pack::kWeightsName) files.push_back({{"path", f.path}, {"bytes", f.bytes}, {"xxh3", pack::hash_hex(f.xxh3)}});
+            if (f.path == pack::kWeightsName || f.path == pack::kTokenizerName || f.path == pack::kVocabName) {
+                if (f.path != pack::kWeightsName) link_into(*existing, f.path, staging);
+                files.push_back({{"path", f.path}, {"bytes", f.bytes}, {"xxh3", pack::hash_hex(f.xxh3)}});
+            }
     }
+    if (!tokenizer_section.is_null()) manifest["tokenizer"] = tokenizer_section;
     if (r.experts) {
         const pack::ExpertBlockLayout& l = plan.expert;
         json layers = json::array();

@@ -23,6 +23,8 @@ inline constexpr std::string_view kManifestName = "manifest.json";
 inline constexpr std::string_view kWeightsName = "weights.bin";
 inline constexpr std::string_view kConfigName = "config.json";
 inline constexpr std::string_view kExpertsDir = "experts";
+inline constexpr std::string_view kTokenizerName = "tokenizer.bin";   // formats/tokenizer.md
+inline constexpr std::string_view kVocabName = "vocab.bin";           // formats/vocab.md
 // Suffix of the directory a pack is assembled in before it is renamed into place.
 inline constexpr std::string_view kStagingSuffix = ".partial";
 

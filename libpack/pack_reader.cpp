@@ -239,6 +239,14 @@ std::unique_ptr<Pack> Pack::open(const std::string& directory) {
         }
     }
 
+    if (m.contains("tokenizer")) {
+        Field t(m["tokenizer"], root.sub("tokenizer"));
+        p->tokenizer_file_ = t.str("tokenizer");
+        p->vocab_file_ = t.str("vocab");
+        size_of(p->tokenizer_file_, t.sub("tokenizer"));
+        size_of(p->vocab_file_, t.sub("vocab"));
+    }
+
     for (const auto& f : p->files_) {
         const std::string full = p->path_of(f.path);
         const int fd = ::open(full.c_str(), O_RDONLY | O_CLOEXEC);

@@ -70,6 +70,9 @@ public:
     const std::vector<PackExpertLayer>& expert_layers() const { return layers_; }
     // Reads expert `expert` of expert_layers()[layer_index] (expert_layout().bytes bytes).
     void read_expert(size_t layer_index, int64_t expert, std::span<std::byte> block) const;
+    // tokenizer.bin and vocab.bin, relative to the pack; empty when the pack has none.
+    const std::string& tokenizer_file() const { return tokenizer_file_; }
+    const std::string& vocab_file() const { return vocab_file_; }
     // Reads a piece of weights.bin.
     void read_tensor(const PackTensor& t, std::span<std::byte> out) const;
 
@@ -84,6 +87,7 @@ private:
     pack::ExpertBlockLayout expert_;
     int64_t num_experts_ = 0;
     std::vector<PackExpertLayer> layers_;
+    std::string tokenizer_file_, vocab_file_;
     std::vector<std::pair<std::string, int>> descriptors_;
 };
 

@@ -300,5 +300,30 @@ TEST(PackBuild, DenseBitsQuantizeMatricesButNotVectors) {
     EXPECT_TRUE(verify_pack(r.output, false, 1).ok());
 }
 
+TEST(PackBuild, TheTokenizerTravelsWithTheWeights) {
+    test::ScratchDir dir("tokenizer");
+    const fs::path ck = dir.path() / "checkpoint";
+    fs::copy(test::fixture_model("qwen3_moe"), ck);
+    for (const auto& f : fs::directory_iterator(fs::path(MOEPACK_FIXTURES_DIR) / "tokenizers" / "byte_level_bpe"))
+        fs::copy_file(f.path(), ck / f.path().filename());
+    build(ck, dir.path() / "p", 4);
+    const auto p = Pack::open((dir.path() / "p").string());
+    EXPECT_EQ(p->tokenizer_file(), "tokenizer.bin");
+    EXPECT_EQ(p->vocab_file(), "vocab.bin");
+    EXPECT_TRUE(verify_pack((dir.path() / "p").string(), false, 1).ok());
+    // without tokenizer.json the pack simply has none
+    build(test::fixture_model("qwen3_moe"), dir.path() / "bare", 4);
+    EXPECT_EQ(Pack::open((dir.path() / "bare").string())->tokenizer_file(), "");
+    // a flipped byte in the tokenizer is found
+    {
+        std::fstream f(dir.path() / "p" / "tokenizer.bin", std::ios::in | std::ios::out | std::ios::binary);
+        f.seekp(40);
+        f.put('\x7f');
+    }
+    const VerifyReport v = verify_pack((dir.path() / "p").string(), false, 1);
+    ASSERT_FALSE(v.ok());
+    EXPECT_NE(v.failures[0].find("tokenizer.bin: file checksum"), std::string::npos) << v.failures[0];
+}
+
 }  // namespace
 }  // namespace moepack

@@ -37,6 +37,7 @@ int inspect_pack(const std::string& path, bool json, bool tensors) {
                             {"total_bytes", total},
                             {"has_weights", p->has_weights()},
                             {"has_experts", p->has_experts()},
+                            {"has_tokenizer", !p->tokenizer_file().empty()},
                             {"files", nlohmann::json::array()}};
         for (const auto& f : p->files())
             j["files"].push_back({{"path", f.path}, {"bytes", f.bytes}, {"xxh3", pack::hash_hex(f.xxh3)}});
@@ -72,6 +73,8 @@ int inspect_pack(const std::string& path, bool json, bool tensors) {
     } else {
         std::printf("weights         (none in this pack)\n");
     }
+    std::printf("tokenizer       %s\n", p->tokenizer_file().empty() ? "(none: the checkpoint had no tokenizer.json)"
+                                                                 : (p->tokenizer_file() + ", " + p->vocab_file()).c_str());
     std::printf("files           %zu, %s, every file, tensor and expert with an XXH3-64 checksum\n", p->files().size(),
                 human_bytes(total).c_str());
     for (const auto& f : p->files())
