@@ -6,9 +6,9 @@
 #include <functional>
 #include <string>
 
-namespace moepack::tools {
+#include "cli_main.hpp"
 
-using Command = std::function<int()>;
+namespace moepack::tools {
 
 Command add_inspect_command(CLI::App& app);
 Command add_export_vocab_command(CLI::App& app);

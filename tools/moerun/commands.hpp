@@ -5,9 +5,9 @@
 #include <CLI/CLI.hpp>
 #include <functional>
 
-namespace moepack::tools {
+#include "cli_main.hpp"
 
-using Command = std::function<int()>;
+namespace moepack::tools {
 
 Command add_tokenize_command(CLI::App& app);
 Command add_tokenize_bench_command(CLI::App& app);
