@@ -22,8 +22,10 @@ DecodeTable export_vocab(const std::string& checkpoint_dir, const std::string& o
     return std::move(data.decode);
 }
 
-TokenizerData export_tokenizer(const std::string& checkpoint_dir, const std::string& out_path) {
+TokenizerData export_tokenizer(const std::string& checkpoint_dir, const std::string& out_path,
+                               std::optional<ChatFormat> chat_format) {
     TokenizerData data = read_hf_tokenizer(checkpoint_dir);
+    if (chat_format) data.chat_format = *chat_format;
     write_file(out_path, serialize_tokenizer_file(data));
     return data;
 }

