@@ -91,9 +91,9 @@ struct GroupFit {
     return best;
 }
 
-void check_finite(const float* row, uint64_t cols) {
+void check_finite(const float* row, uint64_t row_index, uint64_t cols) {
     for (uint64_t c = 0; c < cols; ++c)
-        if (!std::isfinite(row[c])) fail("non-finite value ", row[c], " at column ", c);
+        if (!std::isfinite(row[c])) fail("row ", row_index, ": non-finite value ", row[c], " at column ", c);
 }
 
 }  // namespace
@@ -103,7 +103,6 @@ void check_finite(const float* row, uint64_t cols) {
 __attribute__((target_clones("avx2", "default")))
 void quantize_row(const float* row, uint64_t cols, int bits, int group_size, QuantMethod method,
                   uint32_t* codes, uint16_t* scales, uint16_t* biases) {
-    check_finite(row, cols);
     const float qmax = static_cast<float>((1u << bits) - 1);
     const uint64_t words = (cols * static_cast<uint64_t>(bits) + 31) / 32;
     std::memset(codes, 0, words * 4);
@@ -142,8 +141,8 @@ void encode_matrix_rows(const float* rows, uint64_t row_begin, uint64_t row_coun
     for (uint64_t r = 0; r < row_count; ++r) {
         const float* src = rows + r * m.cols;
         const uint64_t row = row_begin + r;
+        check_finite(src, row, m.cols);
         if (m.bits == 16) {
-            check_finite(src, m.cols);
             auto* out = reinterpret_cast<uint16_t*>(record.data()) + row * m.cols;
             for (uint64_t c = 0; c < m.cols; ++c) out[c] = float_to_bf16(src[c]);
             continue;
@@ -151,11 +150,7 @@ void encode_matrix_rows(const float* rows, uint64_t row_begin, uint64_t row_coun
         auto* codes = reinterpret_cast<uint32_t*>(record.data() + m.codes_offset()) + row * m.row_words();
         auto* scales = reinterpret_cast<uint16_t*>(record.data() + m.scales_offset()) + row * m.groups();
         auto* biases = reinterpret_cast<uint16_t*>(record.data() + m.biases_offset()) + row * m.groups();
-        try {
-            quantize_row(src, m.cols, m.bits, m.group_size, method, codes, scales, biases);
-        } catch (const Error& e) {
-            fail("row ", row, ": ", e.what());
-        }
+        quantize_row(src, m.cols, m.bits, m.group_size, method, codes, scales, biases);
     }
 }
 

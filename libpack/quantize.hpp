@@ -17,8 +17,8 @@ enum class QuantMethod {
     search,   // the best of a few clipped ranges, refined by least squares (default)
 };
 
-// Quantizes one row of `cols` values. `codes` has row_words() words, `scales` and
-// `biases` groups() entries. Throws moepack::Error on a non-finite value (naming its column).
+// Quantizes one row of `cols` finite values. `codes` has row_words() words, `scales` and
+// `biases` groups() entries.
 void quantize_row(const float* row, uint64_t cols, int bits, int group_size, QuantMethod method,
                   uint32_t* codes, uint16_t* scales, uint16_t* biases);
 
@@ -27,7 +27,8 @@ void dequantize_row(const uint32_t* codes, const float* scales, const float* bia
                     int group_size, float* row);
 
 // Whole matrix records (pack_format.hpp MatrixLayout): `record` holds layout.bytes() bytes.
-// With bits == 16 the record is bf16 (round to nearest even).
+// With bits == 16 the record is bf16 (round to nearest even). Throws moepack::Error on a
+// non-finite value, naming its row and column.
 void encode_matrix(const float* matrix, const pack::MatrixLayout& layout, QuantMethod method,
                    std::span<std::byte> record);
 // Rows [row_begin, row_begin + row_count) only, for callers that stream a large matrix.
