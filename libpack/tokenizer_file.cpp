@@ -1,6 +1,7 @@
 // tokenizer.bin / vocab.bin writer and validating reader.
 #include "tokenizer_file.hpp"
 
+#define XXH_INLINE_ALL   // header-only: no runtime library to ship
 #include <xxhash.h>
 
 #include <cstring>
