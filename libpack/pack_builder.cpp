@@ -19,6 +19,7 @@
 #include "atomic_file.hpp"
 #include "checkpoint.hpp"
 #include "error.hpp"
+#include "hashing.hpp"
 #include "pack_reader.hpp"
 #include "pack_writer.hpp"
 #include "tokenizer_export.hpp"
@@ -303,7 +304,7 @@ BuildResult build_pack(const BuildRequest& r) {
         const std::string text = read_file_bytes(src.config_path);
         write_small_file((fs::path(staging) / pack::kConfigName).string(), text);
         files.push_back({{"path", pack::kConfigName}, {"bytes", text.size()},
-                         {"xxh3", pack::hash_hex(hash_file((fs::path(staging) / pack::kConfigName).string()))}});
+                         {"xxh3", pack::hash_hex(hash_bytes(std::as_bytes(std::span(text))))}});
     }
 
     // The tokenizer travels with the weights part, when the checkpoint has one.

@@ -247,27 +247,25 @@ std::unique_ptr<Pack> Pack::open(const std::string& directory) {
         size_of(p->vocab_file_, t.sub("vocab"));
     }
 
-    for (const auto& f : p->files_) {
-        const std::string full = p->path_of(f.path);
+    auto open_file = [&](const std::string& relative) {
+        const std::string full = p->path_of(relative);
         const int fd = ::open(full.c_str(), O_RDONLY | O_CLOEXEC);
         if (fd < 0) fail(full, ": cannot open: ", std::strerror(errno));
-        p->descriptors_.emplace_back(f.path, fd);
-    }
+        return fd;
+    };
+    if (p->has_weights_) p->weights_fd_ = open_file(std::string(pack::kWeightsName));
+    for (auto& l : p->layers_) l.fd = open_file(l.file);
     return p;
 }
 
 Pack::~Pack() {
-    for (auto& [path, fd] : descriptors_) ::close(fd);
+    if (weights_fd_ >= 0) ::close(weights_fd_);
+    for (const auto& l : layers_)
+        if (l.fd >= 0) ::close(l.fd);
 }
 
 std::string Pack::path_of(const std::string& relative) const {
     return (std::filesystem::path(directory_) / relative).string();
-}
-
-int Pack::descriptor(const std::string& relative) const {
-    for (const auto& [path, fd] : descriptors_)
-        if (path == relative) return fd;
-    fail(path_of(relative), ": not a file of this pack");
 }
 
 const PackTensor* Pack::find_tensor(const std::string& name) const {
@@ -282,13 +280,13 @@ void Pack::read_expert(size_t layer_index, int64_t expert, std::span<std::byte> 
     const auto& layer = layers_[layer_index];
     const PackPiece& piece = layer.experts[static_cast<size_t>(expert)];
     if (block.size() < piece.bytes) fail("expert buffer: expected ", piece.bytes, " bytes, got ", block.size());
-    pread_exact(descriptor(layer.file), block.first(piece.bytes), piece.offset,
+    pread_exact(layer.fd, block.first(piece.bytes), piece.offset,
                 concat(path_of(layer.file), " (layer ", layer.layer, " expert ", expert, ")"));
 }
 
 void Pack::read_tensor(const PackTensor& t, std::span<std::byte> out) const {
     if (out.size() < t.piece.bytes) fail("tensor buffer: expected ", t.piece.bytes, " bytes, got ", out.size());
-    pread_exact(descriptor(std::string(pack::kWeightsName)), out.first(t.piece.bytes), t.piece.offset,
+    pread_exact(weights_fd_, out.first(t.piece.bytes), t.piece.offset,
                 concat(path_of(std::string(pack::kWeightsName)), " (tensor '", t.name, "')"));
 }
 

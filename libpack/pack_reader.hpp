@@ -40,6 +40,7 @@ struct PackExpertLayer {
     int64_t layer = 0;
     std::string file;
     std::vector<PackPiece> experts;
+    int fd = -1;   // open for reading while the Pack lives
 };
 
 // One expert decoded to float32: gate/up [I * H], down [H * I], biases when present.
@@ -78,7 +79,6 @@ public:
 
 private:
     Pack() = default;
-    int descriptor(const std::string& relative) const;   // opened by open()
     std::string directory_;
     nlohmann::json manifest_;
     std::vector<PackFile> files_;
@@ -88,7 +88,7 @@ private:
     int64_t num_experts_ = 0;
     std::vector<PackExpertLayer> layers_;
     std::string tokenizer_file_, vocab_file_;
-    std::vector<std::pair<std::string, int>> descriptors_;
+    int weights_fd_ = -1;
 };
 
 // Decodes an expert block of `layout` (from Pack::read_expert or a writer) to float32.

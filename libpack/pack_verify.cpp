@@ -3,8 +3,6 @@
 
 #include <fcntl.h>
 #include <unistd.h>
-#define XXH_INLINE_ALL   // header-only: no runtime library to ship
-#include <xxhash.h>
 
 #include <algorithm>
 #include <atomic>
@@ -15,6 +13,7 @@
 #include <thread>
 
 #include "error.hpp"
+#include "hashing.hpp"
 #include "ordered_pool.hpp"
 #include "pack_format.hpp"
 #include "pack_reader.hpp"
@@ -97,11 +96,7 @@ void check_file(const Pack& p, const FileCheck& c, bool quick, std::vector<std::
         if (!diff.empty()) failures.push_back(concat(full, ": ", diff));
     }
     if (quick) return;
-    XXH3_state_t* file_state = XXH3_createState();
-    XXH3_state_t* piece_state = XXH3_createState();
-    if (!file_state || !piece_state) throw std::bad_alloc();
-    std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> f1(file_state, XXH3_freeState), f2(piece_state, XXH3_freeState);
-    XXH3_64bits_reset(file_state);
+    StreamHash file_hash, piece_hash;
     std::vector<std::byte> buffer(uint64_t{4} << 20);
     size_t piece = 0;
     bool in_piece = false;
@@ -110,21 +105,21 @@ void check_file(const Pack& p, const FileCheck& c, bool quick, std::vector<std::
     for (uint64_t at = 0; at < c.bytes;) {
         const uint64_t n = std::min<uint64_t>(buffer.size(), c.bytes - at);
         pread_exact(reader.fd(), std::span(buffer).first(n), at, full);
-        XXH3_64bits_update(file_state, buffer.data(), n);
+        file_hash.update(std::span(buffer).first(n));
         // Walk the chunk: bytes inside pieces feed the piece hash; others must be zero.
         uint64_t pos = at;
         while (pos < at + n) {
             if (!in_piece && piece < c.pieces.size() && pos == c.pieces[piece].offset) {
-                XXH3_64bits_reset(piece_state);
+                piece_hash.reset();
                 in_piece = true;
             }
             if (in_piece) {
                 const Piece& pc = c.pieces[piece];
                 const uint64_t take = std::min(at + n, pc.offset + pc.bytes) - pos;
-                XXH3_64bits_update(piece_state, buffer.data() + (pos - at), take);
+                piece_hash.update(std::span(buffer).subspan(pos - at, take));
                 pos += take;
                 if (pos == pc.offset + pc.bytes) {
-                    const uint64_t got = XXH3_64bits_digest(piece_state);
+                    const uint64_t got = piece_hash.digest();
                     if (got != pc.xxh3)
                         failures.push_back(concat(full, ": ", pc.name, " (bytes ", pc.offset, "..", pc.offset + pc.bytes,
                                                   "): checksum ", pack::hash_hex(got), ", expected ",
@@ -149,7 +144,7 @@ void check_file(const Pack& p, const FileCheck& c, bool quick, std::vector<std::
         hashed += n;
         advance(n);
     }
-    const uint64_t digest = XXH3_64bits_digest(file_state);
+    const uint64_t digest = file_hash.digest();
     if (digest != c.xxh3)
         failures.push_back(concat(full, ": file checksum ", pack::hash_hex(digest), ", expected ", pack::hash_hex(c.xxh3)));
 }

@@ -1,20 +1,16 @@
 // Encoding and writing of weights.bin and the per-layer expert files.
 #include "pack_writer.hpp"
 
-#include <fcntl.h>
-#include <unistd.h>
-#define XXH_INLINE_ALL   // header-only: no runtime library to ship
-#include <xxhash.h>
-
-#include <cerrno>
+#include <array>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <memory>
 #include <vector>
 
 #include "atomic_file.hpp"
 #include "dtype.hpp"
 #include "error.hpp"
+#include "hashing.hpp"
 #include "ordered_pool.hpp"
 #include "pack_reader.hpp"
 
@@ -23,23 +19,6 @@ namespace {
 
 // Rows converted per step when streaming a large tensor (bounds memory to a few MB).
 constexpr uint64_t kChunkValues = uint64_t{1} << 20;
-
-class StreamHash {
-public:
-    StreamHash() : state_(XXH3_createState()) {
-        if (!state_) throw std::bad_alloc();
-        XXH3_64bits_reset(state_.get());
-    }
-    void update(std::span<const std::byte> bytes) { XXH3_64bits_update(state_.get(), bytes.data(), bytes.size()); }
-    uint64_t digest() const { return XXH3_64bits_digest(state_.get()); }
-private:
-    struct Free {
-        void operator()(XXH3_state_t* s) const { XXH3_freeState(s); }
-    };
-    std::unique_ptr<XXH3_state_t, Free> state_;
-};
-
-uint64_t hash_bytes(std::span<const std::byte> bytes) { return XXH3_64bits(bytes.data(), bytes.size()); }
 
 // An output file with a running whole-file hash.
 class HashedOutput {
@@ -101,8 +80,9 @@ uint64_t write_dense(const DenseTensorPlan& d, QuantMethod method, HashedOutput&
     if (is_verbatim(d)) {
         const auto bytes = d.source.file->data(*d.source.weight);
         for (uint64_t at = 0; at < bytes.size(); at += kChunkValues * 4) {
-            emit(bytes.subspan(at, std::min<uint64_t>(kChunkValues * 4, bytes.size() - at)));
-            d.source.drop_pages();
+            const auto chunk = bytes.subspan(at, std::min<uint64_t>(kChunkValues * 4, bytes.size() - at));
+            emit(chunk);
+            d.source.file->drop_pages(chunk);
         }
     } else if (d.encoding == DenseEncoding::affine) {
         const pack::MatrixLayout layout = d.layout();
@@ -129,8 +109,8 @@ uint64_t write_dense(const DenseTensorPlan& d, QuantMethod method, HashedOutput&
             d.source.read_rows(begin, count, values.data());
             store_values(values.data(), values.size(), d.encoding, d.fold_one_plus, encoded);
             emit(encoded);
-            d.source.drop_pages();
         }
+        d.source.drop_pages();
     }
     if (progress) progress(source_bytes);
     return hash.digest();
@@ -261,25 +241,5 @@ void PackExpertSource::encode(size_t layer_index, int64_t expert, const pack::Ex
 }
 
 uint64_t PackExpertSource::source_bytes_per_expert() const { return pack_.expert_layout().bytes; }
-
-uint64_t hash_file(const std::string& path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) fail(path, ": cannot open: ", std::strerror(errno));
-    StreamHash hash;
-    std::vector<std::byte> buffer(uint64_t{4} << 20);
-    for (;;) {
-        const ssize_t n = ::read(fd, buffer.data(), buffer.size());
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            const int err = errno;
-            ::close(fd);
-            fail(path, ": read error: ", std::strerror(err));
-        }
-        if (n == 0) break;
-        hash.update(std::span(buffer).first(static_cast<size_t>(n)));
-    }
-    ::close(fd);
-    return hash.digest();
-}
 
 }  // namespace moepack

@@ -63,7 +63,4 @@ nlohmann::json write_weights(const PackPlan& plan, const std::string& dir, int t
 nlohmann::json write_expert_layer(const PackPlan& plan, size_t layer_index, const ExpertSource& source,
                                   const std::string& dir, int threads, const ProgressFn& progress);
 
-// Streaming XXH3-64 over a file's bytes (for the manifest's file list and verification).
-uint64_t hash_file(const std::string& path);
-
 }  // namespace moepack
