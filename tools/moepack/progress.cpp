@@ -22,7 +22,10 @@ void ProgressLine::update(uint64_t done, uint64_t total) {
     const auto now = std::chrono::steady_clock::now();
     const double seconds = std::chrono::duration<double>(now - start_).count();
     const int decile = total ? static_cast<int>(done * 10 / total) : 10;
-    if (terminal_ ? now - last_print_ < std::chrono::milliseconds(200) : decile == last_decile_) return;
+    // a terminal line is rewritten 5 times a second; a log gets a line per 10 %, at most every 2 s
+    if (terminal_ ? now - last_print_ < std::chrono::milliseconds(200)
+                  : decile == last_decile_ || now - last_print_ < std::chrono::seconds(2))
+        return;
     last_print_ = now;
     last_decile_ = decile;
     const double rate = seconds > 0 ? static_cast<double>(done) / seconds : 0;

@@ -1,5 +1,6 @@
 // Progress of a long job on stderr: a self-rewriting line (bytes done, rate, ETA) when
-// stderr is a terminal, otherwise a plain line every 10 % so logs stay readable.
+// stderr is a terminal, otherwise a plain line per 10 % (at most one every 2 s) so logs
+// stay readable.
 #pragma once
 
 #include <chrono>
