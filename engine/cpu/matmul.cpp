@@ -1,0 +1,219 @@
+// Portable matrix products (see matmul.hpp). One input row (decode) uses a fused
+// decode-and-dot per group; several input rows (prefill) decode each weight row once into a
+// small buffer and reuse it for every input row.
+#include "matmul.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "dtype.hpp"
+#include "thread_pool.hpp"
+
+namespace moepack::engine {
+
+namespace {
+
+inline float bf16(uint16_t v) {
+    uint32_t bits = static_cast<uint32_t>(v) << 16;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
+
+const uint32_t* row_codes(const WeightMatrix& w, int64_t r) {
+    const uint64_t words = (static_cast<uint64_t>(w.cols) * w.bits + 31) / 32;
+    return reinterpret_cast<const uint32_t*>(w.data) + static_cast<uint64_t>(r) * words;
+}
+
+int64_t groups_of(const WeightMatrix& w) { return (w.cols + w.group_size - 1) / w.group_size; }
+
+template <int Bits>
+void decode_affine_row(const WeightMatrix& w, int64_t r, float* out) {
+    constexpr uint32_t mask = (1u << Bits) - 1;
+    constexpr int per_word = 32 / Bits;
+    const uint32_t* codes = row_codes(w, r);
+    const int64_t groups = groups_of(w);
+    const uint16_t* s = w.scales + r * groups;
+    const uint16_t* b = w.biases + r * groups;
+    for (int64_t c = 0; c < w.cols; ++c) {
+        const uint32_t q = (codes[c / per_word] >> ((c % per_word) * Bits)) & mask;
+        const int64_t g = c / w.group_size;
+        out[c] = static_cast<float>(q) * bf16(s[g]) + bf16(b[g]);
+    }
+}
+
+void decode_row_any(const WeightMatrix& w, int64_t r, float* out) {
+    const uint64_t off = static_cast<uint64_t>(r) * w.cols;
+    switch (w.format) {
+        case WeightFormat::f32: std::memcpy(out, reinterpret_cast<const float*>(w.data) + off, w.cols * 4); return;
+        case WeightFormat::f16: {
+            const auto* p = reinterpret_cast<const uint16_t*>(w.data) + off;
+            for (int64_t c = 0; c < w.cols; ++c) out[c] = f16_to_float(p[c]);
+            return;
+        }
+        case WeightFormat::bf16: {
+            const auto* p = reinterpret_cast<const uint16_t*>(w.data) + off;
+            for (int64_t c = 0; c < w.cols; ++c) out[c] = bf16(p[c]);
+            return;
+        }
+        case WeightFormat::affine:
+            switch (w.bits) {
+                case 2: decode_affine_row<2>(w, r, out); return;
+                case 4: decode_affine_row<4>(w, r, out); return;
+                default: decode_affine_row<8>(w, r, out); return;
+            }
+    }
+}
+
+float dot(const float* a, const float* b, int64_t n) {
+    float acc[8] = {};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; ++k) acc[k] += a[i + k] * b[i + k];
+    float s = 0;
+    for (; i < n; ++i) s += a[i] * b[i];
+    return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+float dot_bf16(const uint16_t* a, const float* b, int64_t n) {
+    float acc[8] = {};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; ++k) acc[k] += bf16(a[i + k]) * b[i + k];
+    float s = 0;
+    for (; i < n; ++i) s += bf16(a[i]) * b[i];
+    return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+// sum_g scale_g * (q_g . x_g) + bias_g * sum(x_g) for one row and one input.
+template <int Bits>
+float dot_affine(const WeightMatrix& w, int64_t r, const float* x, const float* group_sums) {
+    constexpr uint32_t mask = (1u << Bits) - 1;
+    constexpr int per_word = 32 / Bits;
+    const uint32_t* codes = row_codes(w, r);
+    const int64_t groups = groups_of(w);
+    const uint16_t* s = w.scales + r * groups;
+    const uint16_t* b = w.biases + r * groups;
+    float total = 0;
+    for (int64_t g = 0; g < groups; ++g) {
+        const int64_t c0 = g * w.group_size, c1 = std::min<int64_t>(w.cols, c0 + w.group_size);
+        float acc[per_word] = {};
+        int64_t c = c0;
+        for (; c + per_word <= c1; c += per_word) {
+            const uint32_t word = codes[c / per_word];
+            for (int k = 0; k < per_word; ++k) acc[k] += static_cast<float>((word >> (k * Bits)) & mask) * x[c + k];
+        }
+        float a = 0;
+        for (int k = 0; k < per_word; ++k) a += acc[k];
+        for (; c < c1; ++c) a += static_cast<float>((codes[c / per_word] >> ((c % per_word) * Bits)) & mask) * x[c];
+        total += bf16(s[g]) * a + bf16(b[g]) * group_sums[g];
+    }
+    return total;
+}
+
+float dot_row(const WeightMatrix& w, int64_t r, const MatmulInput& in, int64_t t) {
+    const float* x = in.x + t * in.cols;
+    const uint64_t off = static_cast<uint64_t>(r) * w.cols;
+    switch (w.format) {
+        case WeightFormat::f32: return dot(reinterpret_cast<const float*>(w.data) + off, x, w.cols);
+        case WeightFormat::bf16: return dot_bf16(reinterpret_cast<const uint16_t*>(w.data) + off, x, w.cols);
+        case WeightFormat::f16: {
+            float buf[256];
+            float s = 0;
+            const auto* p = reinterpret_cast<const uint16_t*>(w.data) + off;
+            for (int64_t c0 = 0; c0 < w.cols; c0 += 256) {
+                const int64_t m = std::min<int64_t>(256, w.cols - c0);
+                for (int64_t k = 0; k < m; ++k) buf[k] = f16_to_float(p[c0 + k]);
+                s += dot(buf, x + c0, m);
+            }
+            return s;
+        }
+        case WeightFormat::affine: {
+            const float* sums = in.group_sums.data() + t * in.groups;
+            switch (w.bits) {
+                case 2: return dot_affine<2>(w, r, x, sums);
+                case 4: return dot_affine<4>(w, r, x, sums);
+                default: return dot_affine<8>(w, r, x, sums);
+            }
+        }
+    }
+    return 0;
+}
+
+}  // namespace
+
+WeightMatrix WeightMatrix::from_record(const std::byte* record, const pack::MatrixLayout& layout) {
+    WeightMatrix w;
+    w.rows = static_cast<int64_t>(layout.rows);
+    w.cols = static_cast<int64_t>(layout.cols);
+    w.data = record + layout.codes_offset();
+    if (layout.bits == 16) {
+        w.format = WeightFormat::bf16;
+        return w;
+    }
+    w.format = WeightFormat::affine;
+    w.bits = layout.bits;
+    w.group_size = layout.group_size;
+    w.scales = reinterpret_cast<const uint16_t*>(record + layout.scales_offset());
+    w.biases = reinterpret_cast<const uint16_t*>(record + layout.biases_offset());
+    return w;
+}
+
+uint64_t WeightMatrix::bytes() const {
+    const uint64_t n = static_cast<uint64_t>(rows) * cols;
+    switch (format) {
+        case WeightFormat::f32: return n * 4;
+        case WeightFormat::f16:
+        case WeightFormat::bf16: return n * 2;
+        case WeightFormat::affine:
+            return static_cast<uint64_t>(rows) * ((static_cast<uint64_t>(cols) * bits + 31) / 32 * 4 +
+                                                  4 * static_cast<uint64_t>(groups_of(*this)));
+    }
+    return 0;
+}
+
+void MatmulInput::reset(const float* input, int64_t rows, int64_t columns) {
+    x = input;
+    n = rows;
+    cols = columns;
+    group = 0;
+    groups = 0;
+}
+
+void MatmulInput::prepare(const WeightMatrix& w) {
+    if (w.format != WeightFormat::affine || group == w.group_size) return;
+    group = w.group_size;
+    groups = (cols + group - 1) / group;
+    group_sums.assign(static_cast<size_t>(n * groups), 0.0f);
+    for (int64_t t = 0; t < n; ++t)
+        for (int64_t g = 0; g < groups; ++g) {
+            float s = 0;
+            for (int64_t c = g * group; c < std::min<int64_t>(cols, (g + 1) * group); ++c) s += x[t * cols + c];
+            group_sums[t * groups + g] = s;
+        }
+}
+
+void matmul_rows(const WeightMatrix& w, const MatmulInput& in, float* y, int64_t y_stride, int64_t row_begin,
+                 int64_t row_end) {
+    if (in.n == 1 || w.format == WeightFormat::f32 || w.format == WeightFormat::bf16) {
+        for (int64_t r = row_begin; r < row_end; ++r)
+            for (int64_t t = 0; t < in.n; ++t) y[t * y_stride + r] = dot_row(w, r, in, t);
+        return;
+    }
+    thread_local std::vector<float> row;
+    row.resize(static_cast<size_t>(w.cols));
+    for (int64_t r = row_begin; r < row_end; ++r) {
+        decode_row_any(w, r, row.data());
+        for (int64_t t = 0; t < in.n; ++t) y[t * y_stride + r] = dot(row.data(), in.x + t * in.cols, w.cols);
+    }
+}
+
+void matmul(ThreadPool& pool, const WeightMatrix& w, MatmulInput& in, float* y) {
+    in.prepare(w);
+    const int64_t grain = std::max<int64_t>(4, w.rows / (8 * pool.size()));
+    pool.parallel_for(w.rows, grain, [&](int64_t r0, int64_t r1) { matmul_rows(w, in, y, w.rows, r0, r1); });
+}
+
+void decode_row(const WeightMatrix& w, int64_t r, float* out) { decode_row_any(w, r, out); }
+
+}  // namespace moepack::engine

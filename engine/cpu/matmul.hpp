@@ -1,0 +1,64 @@
+// Matrix products against pack weights, decoding the weights on the fly: no dequantised
+// copy of a matrix is ever made. A weight matrix W is [rows, cols] in one of the pack's
+// encodings (f32, f16, bf16, or the affine "matrix record" of formats/pack.md with 2, 4
+// or 8-bit codes); an input X is [n, cols] float32; the product is Y[t, r] = W[r, :] . X[t, :].
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "pack_format.hpp"
+
+namespace moepack::engine {
+
+class ThreadPool;
+
+enum class WeightFormat { f32, f16, bf16, affine };
+
+// A view of one weight matrix in memory (mmapped weights.bin or an expert cache slot).
+struct WeightMatrix {
+    WeightFormat format = WeightFormat::bf16;
+    int64_t rows = 0, cols = 0;
+    int bits = 16, group_size = 0;        // affine only
+    const std::byte* data = nullptr;      // values, or codes: rows x row_words uint32
+    const uint16_t* scales = nullptr;     // affine: bf16 [rows, groups]
+    const uint16_t* biases = nullptr;     // affine: bf16 [rows, groups]
+
+    // An affine record (or bf16 when layout.bits == 16) starting at `record`.
+    static WeightMatrix from_record(const std::byte* record, const pack::MatrixLayout& layout);
+    uint64_t bytes() const;               // bytes the product reads from memory
+};
+
+// The input of a product, prepared once and shared by all the row ranges that use it:
+// per-group sums of X (for the affine bias term) and, for the integer kernels, X quantised
+// to int8 per block. prepare() is idempotent for a given weight group size.
+class MatmulInput {
+public:
+    MatmulInput() = default;
+    MatmulInput(const float* input, int64_t rows, int64_t columns) { reset(input, rows, columns); }
+    void reset(const float* input, int64_t rows, int64_t columns);
+    void prepare(const WeightMatrix& w);   // call before products against w
+
+    const float* x = nullptr;
+    int64_t n = 0, cols = 0;
+    // Filled by prepare() for affine weights of group size `group`.
+    int group = 0;
+    int64_t groups = 0;
+    std::vector<float> group_sums;         // [n, groups]
+};
+
+// Y rows [row_begin, row_end) on the calling thread; y is [n, y_stride].
+void matmul_rows(const WeightMatrix& w, const MatmulInput& in, float* y, int64_t y_stride, int64_t row_begin,
+                 int64_t row_end);
+
+// The whole product spread over the pool: y is [n, w.rows], contiguous. Prepares `in`.
+void matmul(ThreadPool& pool, const WeightMatrix& w, MatmulInput& in, float* y);
+
+// Decodes row r of w to float32 (embedding lookups): out has w.cols values.
+void decode_row(const WeightMatrix& w, int64_t r, float* out);
+
+// Floating-point operations of a product with n inputs.
+inline double matmul_flops(const WeightMatrix& w, int64_t n) { return 2.0 * static_cast<double>(w.rows) * static_cast<double>(w.cols) * static_cast<double>(n); }
+
+}  // namespace moepack::engine

@@ -1,0 +1,91 @@
+// Fork-join pool: see thread_pool.hpp.
+#include "thread_pool.hpp"
+
+#include <algorithm>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define MOEPACK_CPU_RELAX() _mm_pause()
+#else
+#define MOEPACK_CPU_RELAX() std::this_thread::yield()
+#endif
+
+namespace moepack::engine {
+
+namespace {
+constexpr int kSpinIterations = 20000;   // roughly 50-100 us before sleeping
+}
+
+ThreadPool::ThreadPool(int threads) {
+    if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+}
+
+ThreadPool::~ThreadPool() {
+    {
+        std::lock_guard lock(mutex_);
+        stop_.store(true);
+        generation_.fetch_add(1);
+    }
+    wake_.notify_all();
+    for (auto& t : workers_) t.join();
+}
+
+void ThreadPool::run_chunks() {
+    for (;;) {
+        const int64_t begin = next_.fetch_add(grain_, std::memory_order_relaxed);
+        if (begin >= count_) return;
+        const int64_t end = std::min(count_, begin + grain_);
+        try {
+            (*fn_)(begin, end);
+        } catch (...) {
+            std::lock_guard lock(error_mutex_);
+            if (!error_) error_ = std::current_exception();
+        }
+    }
+}
+
+void ThreadPool::worker_loop() {
+    uint64_t seen = 0;
+    for (;;) {
+        int spins = 0;
+        while (generation_.load(std::memory_order_acquire) == seen && spins < kSpinIterations) {
+            MOEPACK_CPU_RELAX();
+            ++spins;
+        }
+        if (generation_.load(std::memory_order_acquire) == seen) {
+            std::unique_lock lock(mutex_);
+            wake_.wait(lock, [&] { return generation_.load() != seen; });
+        }
+        seen = generation_.load(std::memory_order_acquire);
+        if (stop_.load()) return;
+        run_chunks();
+        busy_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+}
+
+void ThreadPool::parallel_for(int64_t count, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+    if (count <= 0) return;
+    grain = std::max<int64_t>(1, grain);
+    if (workers_.empty() || count <= grain) {
+        fn(0, count);
+        return;
+    }
+    fn_ = &fn;
+    count_ = count;
+    grain_ = grain;
+    next_.store(0, std::memory_order_relaxed);
+    error_ = nullptr;
+    busy_.store(static_cast<int>(workers_.size()), std::memory_order_release);
+    {
+        std::lock_guard lock(mutex_);
+        generation_.fetch_add(1, std::memory_order_acq_rel);
+    }
+    wake_.notify_all();
+    run_chunks();
+    while (busy_.load(std::memory_order_acquire) != 0) MOEPACK_CPU_RELAX();
+    fn_ = nullptr;
+    if (error_) std::rethrow_exception(error_);
+}
+
+}  // namespace moepack::engine

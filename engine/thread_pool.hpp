@@ -1,0 +1,49 @@
+// A fixed pool of compute threads for fork-join loops. The calling thread takes part, so a
+// pool of N threads starts N - 1 workers. Workers spin briefly between loops (a decode step
+// runs hundreds of short loops) and then sleep on a condition variable.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace moepack::engine {
+
+class ThreadPool {
+public:
+    // threads <= 0: all hardware threads.
+    explicit ThreadPool(int threads);
+    ~ThreadPool();
+    ThreadPool(const ThreadPool&) = delete;
+    ThreadPool& operator=(const ThreadPool&) = delete;
+
+    int size() const { return static_cast<int>(workers_.size()) + 1; }
+
+    // Calls fn(begin, end) on chunks of [0, count) of at most `grain` items, spread over the
+    // pool; returns when all are done. The first exception thrown by fn is rethrown.
+    void parallel_for(int64_t count, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+
+private:
+    void worker_loop();
+    void run_chunks();
+
+    std::vector<std::thread> workers_;
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    std::atomic<uint64_t> generation_{0};
+    std::atomic<int> busy_{0};
+    std::atomic<bool> stop_{false};
+    // The current loop.
+    const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
+    int64_t count_ = 0, grain_ = 1;
+    std::atomic<int64_t> next_{0};
+    std::mutex error_mutex_;
+    std::exception_ptr error_;
+};
+
+}  // namespace moepack::engine
