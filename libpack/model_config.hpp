@@ -128,5 +128,8 @@ const char* to_string(Activation v);
 const char* to_string(SourceQuant v);
 
 nlohmann::json to_json(const ModelConfig& c);
+// The inverse of to_json (a pack manifest's "model"): throws moepack::Error naming `label`
+// and the key for a missing, mistyped or out-of-range value.
+ModelConfig model_config_from_json(const nlohmann::json& j, const std::string& label);
 
 }  // namespace moepack

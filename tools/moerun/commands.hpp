@@ -11,5 +11,6 @@ namespace moepack::tools {
 
 Command add_tokenize_command(CLI::App& app);
 Command add_tokenize_bench_command(CLI::App& app);
+Command add_eval_command(CLI::App& app);
 
 }  // namespace moepack::tools

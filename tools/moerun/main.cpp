@@ -9,6 +9,7 @@ int main(int argc, char** argv) {
     using namespace moepack::tools;
     return run_cli(app, argc, argv, "moerun",
                    {
+                       {"eval", add_eval_command(app)},
                        {"tokenize", add_tokenize_command(app)},
                        {"tokenize-bench", add_tokenize_bench_command(app)},
                    });

@@ -1,0 +1,228 @@
+// Expert cache and reads: see expert_store.hpp.
+#include "expert_store.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
+
+#include "error.hpp"
+#include "hashing.hpp"
+
+namespace moepack::engine {
+
+// Blocking reads on their own threads, so compute threads never sleep in the kernel.
+class ExpertStore::IoPool {
+public:
+    explicit IoPool(int threads) {
+        for (int i = 0; i < std::max(1, threads); ++i) threads_.emplace_back([this] { loop(); });
+    }
+    ~IoPool() {
+        {
+            std::lock_guard lock(mutex_);
+            stop_ = true;
+        }
+        wake_.notify_all();
+        for (auto& t : threads_) t.join();
+    }
+    // Runs fn(i) for i in [0, count) on the pool and waits; rethrows the first error.
+    void run(size_t count, const std::function<void(size_t)>& fn) {
+        if (count == 0) return;
+        std::unique_lock lock(mutex_);
+        fn_ = &fn;
+        next_ = 0;
+        count_ = count;
+        pending_ = count;
+        error_ = nullptr;
+        wake_.notify_all();
+        done_.wait(lock, [&] { return pending_ == 0; });
+        fn_ = nullptr;
+        count_ = 0;
+        if (error_) std::rethrow_exception(error_);
+    }
+
+private:
+    void loop() {
+        std::unique_lock lock(mutex_);
+        for (;;) {
+            wake_.wait(lock, [&] { return stop_ || next_ < count_; });
+            if (stop_) return;
+            const size_t i = next_++;
+            const auto* fn = fn_;
+            lock.unlock();
+            std::exception_ptr error;
+            try {
+                (*fn)(i);
+            } catch (...) {
+                error = std::current_exception();
+            }
+            lock.lock();
+            if (error && !error_) error_ = error;
+            if (--pending_ == 0) done_.notify_all();
+        }
+    }
+    std::vector<std::thread> threads_;
+    std::mutex mutex_;
+    std::condition_variable wake_, done_;
+    const std::function<void(size_t)>* fn_ = nullptr;
+    size_t next_ = 0, count_ = 0, pending_ = 0;
+    bool stop_ = false;
+    std::exception_ptr error_;
+};
+
+namespace {
+
+int64_t slot_count(const Pack& pack, const ExpertStoreOptions& o) {
+    const uint64_t stride = pack.expert_layout().stride;
+    const uint64_t all = pack.expert_layers().size() * static_cast<uint64_t>(pack.num_experts());
+    const uint64_t fit = stride == 0 ? 0 : o.cache_bytes / stride;
+    return static_cast<int64_t>(std::max<uint64_t>(static_cast<uint64_t>(std::max<int64_t>(1, o.min_slots)),
+                                                   std::min(fit, all)));
+}
+
+}  // namespace
+
+ExpertStore::ExpertStore(const Pack& pack, const ExpertStoreOptions& options)
+    : pack_(pack), options_(options), slots_(slot_count(pack, options)), policy_(options.policy, slots_) {
+    if (!pack.has_experts()) fail(pack.directory(), ": the pack has no experts part");
+    arena_bytes_ = static_cast<uint64_t>(slots_) * layout().stride;
+    void* p = ::mmap(nullptr, arena_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+        fail("expert cache: cannot reserve ", arena_bytes_, " bytes: ", std::strerror(errno));
+    arena_ = static_cast<std::byte*>(p);
+    slot_info_.resize(static_cast<size_t>(slots_));
+    for (int64_t s = slots_ - 1; s >= 0; --s) free_.push_back(s);
+    const auto& layers = pack.expert_layers();
+    for (size_t i = 0; i < layers.size(); ++i) {
+        layer_index_[layers[i].layer] = i;
+        verified_.emplace_back(static_cast<size_t>(pack.num_experts()), false);
+        if (options.direct_io) {
+            const std::string path = pack.path_of(layers[i].file);
+            const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
+            if (fd < 0) {
+                const int err = errno;
+                for (int f : fds_) ::close(f);
+                ::munmap(arena_, arena_bytes_);
+                fail(path, ": cannot open for direct I/O: ", std::strerror(err),
+                     err == EINVAL ? " (the file system does not support O_DIRECT; run without --direct-io)" : "");
+            }
+            fds_.push_back(fd);
+        } else {
+            fds_.push_back(layers[i].fd);
+        }
+    }
+    io_ = std::make_unique<IoPool>(options.io_threads);
+}
+
+ExpertStore::~ExpertStore() {
+    io_.reset();
+    if (options_.direct_io)
+        for (int fd : fds_) ::close(fd);
+    if (arena_) ::munmap(arena_, arena_bytes_);
+}
+
+int64_t ExpertStore::take_slot() {
+    if (!free_.empty()) {
+        const int64_t s = free_.back();
+        free_.pop_back();
+        return s;
+    }
+    const int64_t s = policy_.victim();
+    if (s < 0) fail("expert cache: all ", slots_, " slots are pinned");
+    where_.erase(slot_info_[s].key);
+    slot_info_[s].key = -1;
+    policy_.on_evict(s);
+    return s;
+}
+
+void ExpertStore::load(int64_t slot, size_t layer_index, int64_t expert) {
+    const PackExpertLayer& layer = pack_.expert_layers()[layer_index];
+    const PackPiece& piece = layer.experts[static_cast<size_t>(expert)];
+    const uint64_t length = options_.direct_io ? layout().stride : piece.bytes;
+    const std::string label = concat(pack_.path_of(layer.file), ": layer ", layer.layer, " expert ", expert);
+    pread_exact(fds_[layer_index], {slot_data(slot), length}, piece.offset, label);
+    if (options_.verify && !verified_[layer_index][static_cast<size_t>(expert)]) {
+        const uint64_t got = hash_bytes({slot_data(slot), piece.bytes});
+        if (got != piece.xxh3)
+            fail(label, ": checksum mismatch: expected ", pack::hash_hex(piece.xxh3), ", got ", pack::hash_hex(got),
+                 " (the pack is damaged; run moepack verify)");
+    }
+}
+
+void ExpertStore::acquire(int64_t layer, std::span<const int32_t> experts, std::span<const std::byte*> out) {
+    auto li = layer_index_.find(layer);
+    if (li == layer_index_.end()) fail(pack_.directory(), ": the pack has no experts for layer ", layer);
+    const size_t layer_index = li->second;
+    struct Miss {
+        int64_t slot, expert;
+    };
+    std::vector<Miss> misses;
+    for (size_t i = 0; i < experts.size(); ++i) {
+        const int64_t e = experts[i];
+        if (e < 0 || e >= pack_.num_experts())
+            fail("layer ", layer, ": expert ", e, " out of range (the pack has ", pack_.num_experts(), ")");
+        const int64_t key = layer * pack_.num_experts() + e;
+        auto it = where_.find(key);
+        int64_t slot;
+        if (it != where_.end()) {
+            slot = it->second;
+            if (!slot_info_[slot].pinned) ++stats_.hits;   // a repeat within this call is not a hit
+        } else {
+            slot = take_slot();
+            slot_info_[slot].key = key;
+            where_[key] = slot;
+            misses.push_back({slot, e});
+            ++stats_.misses;
+        }
+        if (!slot_info_[slot].pinned) {
+            slot_info_[slot].pinned = true;
+            pinned_.push_back(slot);
+            policy_.pin(slot);
+        }
+        policy_.on_access(slot);
+        out[i] = slot_data(slot);
+    }
+    if (misses.empty()) return;
+    const auto start = std::chrono::steady_clock::now();
+    try {
+        io_->run(misses.size(), [&](size_t i) { load(misses[i].slot, layer_index, misses[i].expert); });
+    } catch (...) {
+        for (const Miss& m : misses) {   // nothing half-read stays in the cache
+            where_.erase(slot_info_[m.slot].key);
+            slot_info_[m.slot] = Slot{};
+            policy_.on_evict(m.slot);
+            free_.push_back(m.slot);
+        }
+        pinned_.erase(std::remove_if(pinned_.begin(), pinned_.end(),
+                                     [&](int64_t s) { return slot_info_[s].key == -1; }),
+                      pinned_.end());
+        throw;
+    }
+    stats_.read_ns += static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count());
+    for (const Miss& m : misses) {
+        stats_.bytes_read += options_.direct_io ? layout().stride : layout().bytes;
+        if (options_.verify && !verified_[layer_index][static_cast<size_t>(m.expert)]) {
+            verified_[layer_index][static_cast<size_t>(m.expert)] = true;
+            ++stats_.verified;
+        }
+    }
+}
+
+void ExpertStore::release_all() {
+    for (int64_t s : pinned_) {
+        slot_info_[s].pinned = false;
+        policy_.unpin(s);
+    }
+    pinned_.clear();
+}
+
+}  // namespace moepack::engine

@@ -1,0 +1,87 @@
+// The expert store: the only way routed experts reach compute. A bounded RAM cache of
+// expert blocks (slots of the pack's expert stride, in one anonymous mapping) with a
+// pluggable eviction policy; misses are read with one pread per expert on a pool of I/O
+// threads, optionally with O_DIRECT (aligned slots, page cache bypassed), optionally
+// checked against the manifest's XXH3 on first load.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "cache_policy.hpp"
+#include "pack_reader.hpp"
+
+namespace moepack::engine {
+
+struct ExpertStoreOptions {
+    uint64_t cache_bytes = 0;   // rounded down to whole slots, at least min_slots
+    int64_t min_slots = 1;      // the most experts one acquire() may pin
+    CachePolicyKind policy = CachePolicyKind::lru;
+    bool direct_io = false;
+    bool verify = false;        // XXH3 of each expert on its first load
+    int io_threads = 16;
+};
+
+struct ExpertStoreStats {
+    uint64_t hits = 0, misses = 0;
+    uint64_t bytes_read = 0;     // from the expert files
+    uint64_t read_ns = 0;        // wall time spent waiting for reads
+    uint64_t verified = 0;       // experts checked against their checksum
+};
+
+class ExpertStore {
+public:
+    // Opens the expert files of `pack` (which must outlive the store). Throws moepack::Error.
+    ExpertStore(const Pack& pack, const ExpertStoreOptions& options);
+    ~ExpertStore();
+    ExpertStore(const ExpertStore&) = delete;
+    ExpertStore& operator=(const ExpertStore&) = delete;
+
+    const pack::ExpertBlockLayout& layout() const { return pack_.expert_layout(); }
+    int64_t slots() const { return slots_; }
+    uint64_t cache_bytes() const { return static_cast<uint64_t>(slots_) * layout().stride; }
+    bool has_layer(int64_t layer) const { return layer_index_.count(layer) != 0; }
+
+    // Makes experts `experts` of model layer `layer` resident and pins them until
+    // release_all(); out[i] receives the block of experts[i]. At most slots() distinct
+    // experts may be pinned at once. Throws naming the file, layer and expert on a read
+    // error or a checksum mismatch.
+    void acquire(int64_t layer, std::span<const int32_t> experts, std::span<const std::byte*> out);
+    void release_all();
+
+    const ExpertStoreStats& stats() const { return stats_; }
+    void reset_stats() { stats_ = {}; }
+
+private:
+    struct Slot {
+        int64_t key = -1;   // layer * num_experts + expert, -1 when empty
+        bool pinned = false;
+    };
+    class IoPool;
+    int64_t take_slot();
+    std::byte* slot_data(int64_t slot) const { return arena_ + static_cast<uint64_t>(slot) * layout().stride; }
+    void load(int64_t slot, size_t layer_index, int64_t expert);
+
+    const Pack& pack_;
+    ExpertStoreOptions options_;
+    int64_t slots_ = 0;
+    std::byte* arena_ = nullptr;
+    uint64_t arena_bytes_ = 0;
+    std::vector<Slot> slot_info_;
+    std::vector<int64_t> free_;
+    std::vector<int64_t> pinned_;
+    std::unordered_map<int64_t, int64_t> where_;       // key -> slot
+    std::unordered_map<int64_t, size_t> layer_index_;  // model layer -> expert_layers() index
+    std::vector<int> fds_;                             // per expert layer (O_DIRECT when asked)
+    std::vector<std::vector<bool>> verified_;          // per expert layer, per expert
+    CachePolicy policy_;
+    std::unique_ptr<IoPool> io_;
+    ExpertStoreStats stats_;
+};
+
+}  // namespace moepack::engine

@@ -1,0 +1,52 @@
+// The interface between the engine and a model graph. A graph binds its weights once (views
+// into weights.bin, shape-checked), then runs batches of tokens through the layers, keeping
+// keys and values in the KV cache and getting routed experts from the expert store.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "model_config.hpp"
+
+namespace moepack::engine {
+
+class DenseWeights;
+class ExpertStore;
+class KvCache;
+class ThreadPool;
+
+// Wall time per phase of the forward pass, accumulated in nanoseconds.
+struct PhaseTimes {
+    uint64_t embedding = 0;        // token embedding lookups
+    uint64_t attention = 0;        // norms, q/k/v/o projections, RoPE, attention
+    uint64_t routing = 0;          // router logits and top-k
+    uint64_t expert_io_wait = 0;   // waiting for expert blocks from the store
+    uint64_t expert_compute = 0;   // routed expert products (and dense FFN layers)
+    uint64_t head = 0;             // final norm and output projection
+    double flops = 0;              // floating-point operations of all products
+    uint64_t weight_bytes = 0;     // weight bytes the products streamed from memory
+};
+
+struct ModelContext {
+    const ModelConfig& config;
+    const DenseWeights& weights;
+    ExpertStore* experts;          // null when the model has no MoE layer
+    ThreadPool& pool;
+    KvCache& kv;
+    PhaseTimes& times;
+};
+
+class Model {
+public:
+    virtual ~Model() = default;
+    // Runs tokens at positions [position, position + tokens.size()). logits receives
+    // [tokens.size(), vocab] when all_logits, else the last token's [vocab].
+    virtual void forward(std::span<const int32_t> tokens, int64_t position, bool all_logits, float* logits) = 0;
+};
+
+// The graph for c.family; throws moepack::Error for a family or a feature this engine does
+// not run yet, or for missing or misshapen weights (naming the tensor).
+std::unique_ptr<Model> make_model(const ModelContext& context);
+
+}  // namespace moepack::engine

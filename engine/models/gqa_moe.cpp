@@ -1,0 +1,303 @@
+// The decoder of qwen3_moe, mixtral and olmoe: pre-norm blocks of grouped-query attention
+// (optional q/k RMSNorm per head or over the full width, RoPE) and a feed-forward part that
+// is either a dense SwiGLU MLP or top-k routed SwiGLU experts. The three families differ
+// only in what the normalised config states (q/k norm kind, routing function, top-k
+// renormalisation, dense layers), so one graph serves them.
+//
+// Weights (H hidden, Nq/Nkv heads of D, I expert width, F dense width, E experts, V vocab):
+//   embed_tokens.weight [V, H]           lm_head.weight [V, H] (embed_tokens when tied)
+//   layers.L.input_layernorm.weight [H]  layers.L.post_attention_layernorm.weight [H]
+//   layers.L.self_attn.q_proj [Nq*D, H]  k_proj, v_proj [Nkv*D, H]  o_proj [H, Nq*D]
+//   layers.L.self_attn.q_norm [D] or [Nq*D], k_norm [D] or [Nkv*D]  (when qk_norm)
+//   layers.L.mlp.router.weight [E, H]    routed experts from the expert store
+//   layers.L.mlp.{gate,up}_proj [F, H], down_proj [H, F]  (dense layers)
+//   norm.weight [H]
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "blocks.hpp"
+#include "cpu/matmul.hpp"
+#include "dense_weights.hpp"
+#include "error.hpp"
+#include "expert_store.hpp"
+#include "kv_cache.hpp"
+#include "model.hpp"
+#include "models/models.hpp"
+#include "thread_pool.hpp"
+
+namespace moepack::engine {
+namespace {
+
+class Stopwatch {
+public:
+    explicit Stopwatch(uint64_t& total) : total_(total), start_(std::chrono::steady_clock::now()) {}
+    ~Stopwatch() {
+        total_ += static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start_).count());
+    }
+
+private:
+    uint64_t& total_;
+    std::chrono::steady_clock::time_point start_;
+};
+
+struct LayerWeights {
+    const float* input_norm = nullptr;
+    const float* post_norm = nullptr;
+    WeightMatrix q, k, v, o;
+    const float* q_norm = nullptr;
+    const float* k_norm = nullptr;
+    bool moe = false;
+    WeightMatrix router;                 // moe
+    WeightMatrix gate, up, down;         // dense FFN
+};
+
+class GqaMoeDecoder final : public Model {
+public:
+    explicit GqaMoeDecoder(const ModelContext& ctx);
+    void forward(std::span<const int32_t> tokens, int64_t position, bool all_logits, float* logits) override;
+
+private:
+    void product(const WeightMatrix& w, const float* x, int64_t n, float* y);
+    void attention_block(int64_t layer, int64_t n, int64_t position);
+    void dense_ffn(const LayerWeights& lw, int64_t n);
+    void moe_ffn(int64_t layer, const LayerWeights& lw, int64_t n);
+
+    ModelContext ctx_;
+    const ModelConfig& c_;
+    Rope rope_;
+    int64_t q_dim_, kv_dim_;
+    WeightMatrix embed_, head_;
+    const float* final_norm_;
+    std::vector<LayerWeights> layers_;
+    MatmulInput input_;
+    // activations, sized for the largest batch seen
+    std::vector<float> x_, h_, q_, k_, v_, attn_, proj_, ffn_;
+};
+
+std::string layer_name(int64_t layer, const char* rest) { return concat("layers.", layer, ".", rest); }
+
+GqaMoeDecoder::GqaMoeDecoder(const ModelContext& ctx)
+    : ctx_(ctx), c_(ctx.config), rope_(ctx.config), q_dim_(c_.num_heads * c_.head_dim),
+      kv_dim_(c_.num_kv_heads * c_.head_dim) {
+    if (c_.attention_bias) fail("attention biases are not supported by this engine yet");
+    if (c_.activation != Activation::swiglu || c_.expert_bias) fail("only plain SwiGLU experts are supported here");
+    if (c_.num_shared_experts > 0) fail("shared experts are not supported for ", to_string(c_.family));
+    const DenseWeights& w = ctx.weights;
+    const int64_t H = c_.hidden_size;
+    embed_ = w.matrix("embed_tokens.weight", c_.vocab_size, H);
+    head_ = w.has("lm_head.weight") || !c_.tie_word_embeddings ? w.matrix("lm_head.weight", c_.vocab_size, H) : embed_;
+    final_norm_ = w.vector("norm.weight", H);
+    for (int64_t l = 0; l < c_.num_layers; ++l) {
+        const LayerDesc& d = c_.layers[static_cast<size_t>(l)];
+        if (d.attention == AttentionKind::linear) fail("layer ", l, ": linear attention is not part of this graph");
+        LayerWeights lw;
+        lw.input_norm = w.vector(layer_name(l, "input_layernorm.weight"), H);
+        lw.post_norm = w.vector(layer_name(l, "post_attention_layernorm.weight"), H);
+        lw.q = w.matrix(layer_name(l, "self_attn.q_proj.weight"), q_dim_, H);
+        lw.k = w.matrix(layer_name(l, "self_attn.k_proj.weight"), kv_dim_, H);
+        lw.v = w.matrix(layer_name(l, "self_attn.v_proj.weight"), kv_dim_, H);
+        lw.o = w.matrix(layer_name(l, "self_attn.o_proj.weight"), H, q_dim_);
+        if (c_.qk_norm == QkNorm::per_head) {
+            lw.q_norm = w.vector(layer_name(l, "self_attn.q_norm.weight"), c_.head_dim);
+            lw.k_norm = w.vector(layer_name(l, "self_attn.k_norm.weight"), c_.head_dim);
+        } else if (c_.qk_norm == QkNorm::full_width) {
+            lw.q_norm = w.vector(layer_name(l, "self_attn.q_norm.weight"), q_dim_);
+            lw.k_norm = w.vector(layer_name(l, "self_attn.k_norm.weight"), kv_dim_);
+        }
+        lw.moe = d.ffn == FfnKind::moe;
+        if (lw.moe) {
+            lw.router = w.matrix(layer_name(l, "mlp.router.weight"), c_.num_experts, H);
+            if (!ctx.experts || !ctx.experts->has_layer(l)) fail("layer ", l, ": the pack has no experts for this MoE layer");
+            const auto& el = ctx.experts->layout();
+            if (static_cast<int64_t>(el.hidden) != H || static_cast<int64_t>(el.intermediate) != c_.expert_intermediate_size)
+                fail("expert blocks are [", el.intermediate, " x ", el.hidden, "], the model expects [",
+                     c_.expert_intermediate_size, " x ", H, "]");
+        } else {
+            lw.gate = w.matrix(layer_name(l, "mlp.gate_proj.weight"), c_.intermediate_size, H);
+            lw.up = w.matrix(layer_name(l, "mlp.up_proj.weight"), c_.intermediate_size, H);
+            lw.down = w.matrix(layer_name(l, "mlp.down_proj.weight"), H, c_.intermediate_size);
+        }
+        layers_.push_back(lw);
+    }
+}
+
+void GqaMoeDecoder::product(const WeightMatrix& w, const float* x, int64_t n, float* y) {
+    input_.reset(x, n, w.cols);
+    matmul(ctx_.pool, w, input_, y);
+    ctx_.times.flops += matmul_flops(w, n);
+    ctx_.times.weight_bytes += w.bytes();
+}
+
+void GqaMoeDecoder::attention_block(int64_t l, int64_t n, int64_t position) {
+    Stopwatch sw(ctx_.times.attention);
+    const LayerWeights& lw = layers_[static_cast<size_t>(l)];
+    const int64_t H = c_.hidden_size, D = c_.head_dim;
+    const float eps = static_cast<float>(c_.rms_norm_eps);
+    rms_norm_to(x_.data(), h_.data(), n, H, lw.input_norm, eps);
+    product(lw.q, h_.data(), n, q_.data());
+    product(lw.k, h_.data(), n, k_.data());
+    product(lw.v, h_.data(), n, v_.data());
+    if (c_.qk_norm == QkNorm::per_head) {
+        rms_norm(q_.data(), n * c_.num_heads, D, lw.q_norm, eps);
+        rms_norm(k_.data(), n * c_.num_kv_heads, D, lw.k_norm, eps);
+    } else if (c_.qk_norm == QkNorm::full_width) {
+        rms_norm(q_.data(), n, q_dim_, lw.q_norm, eps);
+        rms_norm(k_.data(), n, kv_dim_, lw.k_norm, eps);
+    }
+    rope_.apply(q_.data(), n, c_.num_heads, D, position);
+    rope_.apply(k_.data(), n, c_.num_kv_heads, D, position);
+    float* kc = ctx_.kv.keys(l);
+    float* vc = ctx_.kv.values(l);
+    std::copy(k_.begin(), k_.begin() + n * kv_dim_, kc + position * kv_dim_);
+    std::copy(v_.begin(), v_.begin() + n * kv_dim_, vc + position * kv_dim_);
+    const int64_t window = c_.layers[static_cast<size_t>(l)].attention == AttentionKind::sliding ? c_.sliding_window : 0;
+    attention(ctx_.pool, q_.data(), kc, vc, attn_.data(), n, position, c_.num_heads, c_.num_kv_heads, D, window);
+    product(lw.o, attn_.data(), n, proj_.data());
+    for (int64_t i = 0; i < n * H; ++i) x_[i] += proj_[i];
+}
+
+void GqaMoeDecoder::dense_ffn(const LayerWeights& lw, int64_t n) {
+    Stopwatch sw(ctx_.times.expert_compute);
+    const int64_t F = c_.intermediate_size, H = c_.hidden_size;
+    std::vector<float> g(static_cast<size_t>(n * F)), u(static_cast<size_t>(n * F));
+    product(lw.gate, h_.data(), n, g.data());
+    product(lw.up, h_.data(), n, u.data());
+    swiglu(g.data(), u.data(), g.data(), n * F);
+    product(lw.down, g.data(), n, ffn_.data());
+    for (int64_t i = 0; i < n * H; ++i) x_[i] += ffn_[i];
+}
+
+void GqaMoeDecoder::moe_ffn(int64_t l, const LayerWeights& lw, int64_t n) {
+    const int64_t H = c_.hidden_size, I = c_.expert_intermediate_size, E = c_.num_experts, K = c_.experts_per_token;
+    // token lists per expert, in expert order
+    std::map<int32_t, std::vector<std::pair<int64_t, float>>> assigned;
+    {
+        Stopwatch sw(ctx_.times.routing);
+        std::vector<float> logits(static_cast<size_t>(n * E));
+        product(lw.router, h_.data(), n, logits.data());
+        std::vector<Routed> routed(static_cast<size_t>(K));
+        for (int64_t t = 0; t < n; ++t) {
+            route(c_.routing, logits.data() + t * E, E, K, routed.data());
+            for (const Routed& r : routed) assigned[r.expert].push_back({t, r.weight});
+        }
+    }
+    std::fill(ffn_.begin(), ffn_.begin() + n * H, 0.0f);
+    std::vector<int32_t> experts;
+    for (const auto& [e, list] : assigned) experts.push_back(e);
+    ExpertStore& store = *ctx_.experts;
+    const auto& layout = store.layout();
+    const size_t chunk = static_cast<size_t>(store.slots());
+    std::vector<const std::byte*> blocks(experts.size());
+    for (size_t first = 0; first < experts.size(); first += chunk) {
+        const size_t count = std::min(chunk, experts.size() - first);
+        {
+            Stopwatch sw(ctx_.times.expert_io_wait);
+            store.acquire(l, {experts.data() + first, count}, {blocks.data() + first, count});
+        }
+        Stopwatch sw(ctx_.times.expert_compute);
+        struct Work {
+            WeightMatrix gate, up, down;
+            std::vector<float> x, g, u, y;
+            MatmulInput in, act;
+            const std::vector<std::pair<int64_t, float>>* tokens;
+        };
+        std::vector<Work> work(count);
+        for (size_t i = 0; i < count; ++i) {
+            Work& wk = work[i];
+            const std::byte* b = blocks[first + i];
+            wk.gate = WeightMatrix::from_record(b + layout.gate_offset, layout.gate);
+            wk.up = WeightMatrix::from_record(b + layout.up_offset, layout.up);
+            wk.down = WeightMatrix::from_record(b + layout.down_offset, layout.down);
+            wk.tokens = &assigned[experts[first + i]];
+            const int64_t m = static_cast<int64_t>(wk.tokens->size());
+            wk.x.resize(static_cast<size_t>(m * H));
+            for (int64_t j = 0; j < m; ++j)
+                std::copy_n(h_.data() + (*wk.tokens)[j].first * H, H, wk.x.data() + j * H);
+            wk.g.resize(static_cast<size_t>(m * I));
+            wk.u.resize(static_cast<size_t>(m * I));
+            wk.y.resize(static_cast<size_t>(m * H));
+            wk.in.reset(wk.x.data(), m, H);
+            wk.in.prepare(wk.gate);
+            wk.in.prepare(wk.up);
+            ctx_.times.flops += matmul_flops(wk.gate, m) * 3;
+            ctx_.times.weight_bytes += wk.gate.bytes() * 3;
+        }
+        // gate and up rows, then SwiGLU on the same rows: one loop over (expert, row block)
+        const int64_t grain = std::max<int64_t>(8, I / std::max(1, ctx_.pool.size() / static_cast<int>(count) + 1));
+        const int64_t blocks_per_expert = (I + grain - 1) / grain;
+        ctx_.pool.parallel_for(static_cast<int64_t>(count) * blocks_per_expert, 1, [&](int64_t b0, int64_t b1) {
+            for (int64_t b = b0; b < b1; ++b) {
+                Work& wk = work[static_cast<size_t>(b / blocks_per_expert)];
+                const int64_t r0 = (b % blocks_per_expert) * grain, r1 = std::min(I, r0 + grain);
+                matmul_rows(wk.gate, wk.in, wk.g.data(), I, r0, r1);
+                matmul_rows(wk.up, wk.in, wk.u.data(), I, r0, r1);
+                for (int64_t j = 0; j < wk.in.n; ++j)
+                    swiglu(wk.g.data() + j * I + r0, wk.u.data() + j * I + r0, wk.g.data() + j * I + r0, r1 - r0);
+            }
+        });
+        for (Work& wk : work) {
+            wk.act.reset(wk.g.data(), wk.in.n, I);
+            wk.act.prepare(wk.down);
+        }
+        const int64_t down_grain = std::max<int64_t>(8, H / std::max(1, ctx_.pool.size() / static_cast<int>(count) + 1));
+        const int64_t down_blocks = (H + down_grain - 1) / down_grain;
+        ctx_.pool.parallel_for(static_cast<int64_t>(count) * down_blocks, 1, [&](int64_t b0, int64_t b1) {
+            for (int64_t b = b0; b < b1; ++b) {
+                Work& wk = work[static_cast<size_t>(b / down_blocks)];
+                const int64_t r0 = (b % down_blocks) * down_grain, r1 = std::min(H, r0 + down_grain);
+                matmul_rows(wk.down, wk.act, wk.y.data(), H, r0, r1);
+            }
+        });
+        for (Work& wk : work)
+            for (size_t j = 0; j < wk.tokens->size(); ++j) {
+                const auto [t, weight] = (*wk.tokens)[j];
+                float* out = ffn_.data() + t * H;
+                const float* y = wk.y.data() + static_cast<int64_t>(j) * H;
+                for (int64_t i = 0; i < H; ++i) out[i] += weight * y[i];
+            }
+        store.release_all();
+    }
+    for (int64_t i = 0; i < n * H; ++i) x_[i] += ffn_[i];
+}
+
+void GqaMoeDecoder::forward(std::span<const int32_t> tokens, int64_t position, bool all_logits, float* logits) {
+    const int64_t n = static_cast<int64_t>(tokens.size()), H = c_.hidden_size;
+    auto size = [&](std::vector<float>& v, int64_t per_token) { v.resize(static_cast<size_t>(n * per_token)); };
+    size(x_, H);
+    size(h_, H);
+    size(q_, q_dim_);
+    size(k_, kv_dim_);
+    size(v_, kv_dim_);
+    size(attn_, q_dim_);
+    size(proj_, H);
+    size(ffn_, H);
+    {
+        Stopwatch sw(ctx_.times.embedding);
+        for (int64_t t = 0; t < n; ++t) decode_row(embed_, tokens[static_cast<size_t>(t)], x_.data() + t * H);
+    }
+    for (int64_t l = 0; l < c_.num_layers; ++l) {
+        attention_block(l, n, position);
+        const LayerWeights& lw = layers_[static_cast<size_t>(l)];
+        rms_norm_to(x_.data(), h_.data(), n, H, lw.post_norm, static_cast<float>(c_.rms_norm_eps));
+        if (lw.moe)
+            moe_ffn(l, lw, n);
+        else
+            dense_ffn(lw, n);
+    }
+    Stopwatch sw(ctx_.times.head);
+    const int64_t first = all_logits ? 0 : n - 1;
+    rms_norm_to(x_.data() + first * H, h_.data(), n - first, H, final_norm_, static_cast<float>(c_.rms_norm_eps));
+    product(head_, h_.data(), n - first, logits);
+}
+
+}  // namespace
+
+std::unique_ptr<Model> make_gqa_moe_decoder(const ModelContext& context) {
+    return std::make_unique<GqaMoeDecoder>(context);
+}
+
+}  // namespace moepack::engine

@@ -1,0 +1,46 @@
+// Shared run options of moerun: see engine_options.hpp.
+#include "engine_options.hpp"
+
+#include <charconv>
+
+#include "error.hpp"
+
+namespace moepack::tools {
+
+void add_run_options(CLI::App* cmd, RunOptions& o) {
+    cmd->add_option("-m,--model", o.model, "pack directory")->required();
+    cmd->add_option("-t,--threads", o.engine.threads, "compute threads (0: every core)")->capture_default_str();
+    cmd->add_option("-c,--ctx", o.engine.context, "context size in tokens (KV cache positions)")->capture_default_str();
+    cmd->add_option("--batch", o.engine.batch, "prompt tokens per forward pass")->capture_default_str();
+    cmd->add_option("--expert-cache-gb", o.expert_cache_gb,
+                    "RAM for cached experts in GB (default: half the available RAM, at most all experts)");
+    cmd->add_option("--cache-policy", o.cache_policy, "expert cache eviction: lru, lfu or lru2")->capture_default_str();
+    cmd->add_flag("--direct-io", o.engine.direct_io, "read experts with O_DIRECT (bypass the page cache)");
+    cmd->add_flag("--verify-experts", o.engine.verify_experts, "check each expert's checksum when first loaded");
+    cmd->add_option("--io-threads", o.engine.io_threads, "parallel expert reads")->capture_default_str();
+}
+
+std::unique_ptr<engine::Engine> open_engine(RunOptions& o) {
+    o.engine.cache_policy = engine::parse_cache_policy(o.cache_policy);
+    if (o.expert_cache_gb >= 0) o.engine.expert_cache_bytes = static_cast<int64_t>(o.expert_cache_gb * 1e9);
+    if (o.engine.io_threads < 1) fail("--io-threads must be at least 1, got ", o.engine.io_threads);
+    return engine::Engine::open(o.model, o.engine);
+}
+
+std::vector<int32_t> parse_token_ids(const std::string& text) {
+    std::vector<int32_t> ids;
+    size_t start = 0;
+    while (start <= text.size()) {
+        const size_t end = std::min(text.find(',', start), text.size());
+        const std::string item = text.substr(start, end - start);
+        int64_t v = 0;
+        const auto [ptr, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
+        if (item.empty() || ec != std::errc() || ptr != item.data() + item.size() || v < 0 || v > INT32_MAX)
+            fail("--tokens: item ", ids.size(), " ('", item, "') is not a token id");
+        ids.push_back(static_cast<int32_t>(v));
+        start = end + 1;
+    }
+    return ids;
+}
+
+}  // namespace moepack::tools
