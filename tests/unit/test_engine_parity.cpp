@@ -26,6 +26,10 @@ const Case kCases[] = {
     {"qwen3_moe", "qwen3_moe", 16},         {"qwen3_moe_fused", "qwen3_moe", 16},
     {"qwen3_moe_mlx4", "qwen3_moe_mlx4", 4}, {"mixtral", "mixtral", 16},
     {"mixtral_sharded", "mixtral_sharded", 16}, {"olmoe", "olmoe", 16},
+    // other sizes: 16 experts top-4 with alternate dense layers, a sliding window of 8,
+    // 16 experts with full-width q/k norms; and the chat fixture
+    {"qwen3_moe_wide", "qwen3_moe_wide", 16},  {"mixtral_wide", "mixtral_wide", 16},
+    {"olmoe_wide", "olmoe_wide", 16},          {"qwen3_moe_chat", "qwen3_moe_chat", 16},
 };
 
 EngineOptions small_options() {
