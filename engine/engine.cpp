@@ -131,6 +131,13 @@ void Engine::reset() {
     impl_->has_logits = false;
 }
 
+void Engine::truncate(int64_t tokens) {
+    if (tokens < 0 || tokens > position()) fail("cannot truncate a context of ", position(), " tokens to ", tokens);
+    if (tokens == position()) return;
+    impl_->context_tokens.resize(static_cast<size_t>(tokens));
+    impl_->has_logits = false;
+}
+
 EngineStats Engine::stats() const {
     EngineStats s = impl_->stats;
     s.phases = impl_->phases;

@@ -72,6 +72,8 @@ public:
     std::span<const float> last_logits() const;
     // Forgets the context (the expert cache stays warm).
     void reset();
+    // Keeps the first `tokens` tokens of the context (the rest is recomputed when fed again).
+    void truncate(int64_t tokens);
 
     // The context (tokens, KV cache, last logits) to a file, written atomically; loading
     // checks that the file belongs to this pack and fits this context size.

@@ -12,5 +12,8 @@ namespace moepack::tools {
 Command add_tokenize_command(CLI::App& app);
 Command add_tokenize_bench_command(CLI::App& app);
 Command add_eval_command(CLI::App& app);
+Command add_generate_command(CLI::App& app);
+Command add_chat_command(CLI::App& app);
+Command add_bench_command(CLI::App& app);
 
 }  // namespace moepack::tools

@@ -9,7 +9,10 @@ int main(int argc, char** argv) {
     using namespace moepack::tools;
     return run_cli(app, argc, argv, "moerun",
                    {
+                       {"generate", add_generate_command(app)},
+                       {"chat", add_chat_command(app)},
                        {"eval", add_eval_command(app)},
+                       {"bench", add_bench_command(app)},
                        {"tokenize", add_tokenize_command(app)},
                        {"tokenize-bench", add_tokenize_bench_command(app)},
                    });

@@ -1,0 +1,160 @@
+// `moerun bench --model PACK [--prompt-len P --gen G]`: prefill of P random tokens, then G
+// greedy decode steps; prints a table and a JSON object: speeds, bytes read from disk per
+// token, expert cache hit rate, time per phase, peak RSS against the memory rule, and the
+// ratio of the measured time per token to the bound set by the bytes it moved, the flops
+// it computed and this machine's measured bandwidths and kernel rate.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "commands.hpp"
+#include "engine_options.hpp"
+#include "error.hpp"
+#include "machine_probes.hpp"
+#include "pack_reader.hpp"
+#include "thread_pool.hpp"
+
+namespace moepack::tools {
+namespace {
+
+struct BenchOptions {
+    RunOptions run;
+    int64_t prompt_len = 512, gen = 128, warmup = 8;
+    int read_samples = 256;
+};
+
+uint64_t peak_rss_bytes() {
+    rusage u{};
+    ::getrusage(RUSAGE_SELF, &u);
+    return static_cast<uint64_t>(u.ru_maxrss) * 1024;
+}
+
+double ms(uint64_t ns, int64_t tokens) { return tokens ? static_cast<double>(ns) / 1e6 / static_cast<double>(tokens) : 0; }
+
+nlohmann::json phase_json(const engine::EngineStats& s, int64_t tokens) {
+    return {{"embedding", ms(s.phases.embedding, tokens)},       {"attention", ms(s.phases.attention, tokens)},
+            {"routing", ms(s.phases.routing, tokens)},           {"expert_io_wait", ms(s.phases.expert_io_wait, tokens)},
+            {"expert_compute", ms(s.phases.expert_compute, tokens)}, {"head", ms(s.phases.head, tokens)}};
+}
+
+int run(BenchOptions& o) {
+    auto engine = open_engine(o.run);
+    const auto& c = engine->config();
+    if (o.prompt_len < 1 || o.gen < 1) fail("--prompt-len and --gen must be at least 1");
+    if (o.prompt_len + o.warmup + o.gen > engine->context())
+        fail("--prompt-len + --warmup + --gen (", o.prompt_len + o.warmup + o.gen, ") exceed the context of ",
+             engine->context(), " (raise --ctx)");
+    std::mt19937 rng(11);
+    std::vector<int32_t> prompt(static_cast<size_t>(o.prompt_len));
+    for (auto& t : prompt) t = static_cast<int32_t>(rng() % static_cast<uint32_t>(c.vocab_size));
+
+    // prefill
+    engine->reset_stats();
+    auto logits = engine->eval_prompt(prompt);
+    const engine::EngineStats prefill = engine->stats();
+    auto greedy = [&] { return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()); };
+    for (int64_t i = 0; i < o.warmup; ++i) logits = engine->eval_token(greedy());
+    engine->reset_stats();
+    for (int64_t i = 0; i < o.gen; ++i) logits = engine->eval_token(greedy());
+    const engine::EngineStats decode = engine->stats();
+
+    // the machine
+    engine::ThreadPool pool(o.run.engine.threads);
+    const double mem_bw = memory_read_bandwidth(pool);
+    const Pack& pack = engine->pack();
+    const bool moe = pack.has_experts();
+    const double read_bw = moe ? expert_read_bandwidth(pack, o.run.engine.direct_io, o.run.engine.io_threads, o.read_samples) : 0;
+    const auto& el = pack.expert_layout();
+    const int bits = moe ? el.bits : 16;
+    const int64_t rows = moe ? static_cast<int64_t>(el.intermediate) : c.hidden_size;
+    const double decode_rate = matmul_rate(pool, rows, c.hidden_size, bits, moe ? el.group_size : 0, 1);
+    const double prefill_rate = matmul_rate(pool, rows, c.hidden_size, bits, moe ? el.group_size : 0,
+                                            std::min<int64_t>(o.prompt_len, o.run.engine.batch));
+
+    const double g = static_cast<double>(o.gen);
+    const double decode_s = static_cast<double>(decode.decode_ns) / 1e9 / g;
+    const double bytes_disk = static_cast<double>(decode.experts.bytes_read) / g;
+    const double bytes_mem = static_cast<double>(decode.phases.weight_bytes) / g;
+    const double flops = decode.phases.flops / g;
+    const double t_mem = bytes_mem / mem_bw, t_disk = read_bw > 0 ? bytes_disk / read_bw : 0, t_flop = flops / decode_rate;
+    const double bound = std::max({t_mem, t_disk, t_flop});
+    const double p = static_cast<double>(prefill.prompt_tokens);
+    const double prefill_s = static_cast<double>(prefill.prompt_ns) / 1e9;
+    const double prefill_bound = std::max({static_cast<double>(prefill.phases.weight_bytes) / mem_bw,
+                                           read_bw > 0 ? static_cast<double>(prefill.experts.bytes_read) / read_bw : 0,
+                                           prefill.phases.flops / prefill_rate});
+    const uint64_t lookups = decode.experts.hits + decode.experts.misses;
+    const uint64_t kv_bytes = static_cast<uint64_t>(c.num_layers) * 2 * static_cast<uint64_t>(engine->position()) *
+                              static_cast<uint64_t>(c.num_kv_heads * c.head_dim) * sizeof(float);
+    uint64_t dense_file = 0;
+    for (const auto& f : pack.files())
+        if (f.path == "weights.bin") dense_file = f.bytes;
+    const uint64_t rss = peak_rss_bytes();
+
+    nlohmann::json j = {
+        {"model", o.run.model},
+        {"threads", pool.size()},
+        {"expert_bits", bits},
+        {"prompt_tokens", prefill.prompt_tokens},
+        {"decode_tokens", o.gen},
+        {"prefill_tok_s", p / prefill_s},
+        {"decode_tok_s", 1.0 / decode_s},
+        {"decode_ms_per_token", decode_s * 1e3},
+        {"disk_bytes_per_token", bytes_disk},
+        {"memory_bytes_per_token", bytes_mem},
+        {"flops_per_token", flops},
+        {"expert_cache_hit_rate", lookups ? static_cast<double>(decode.experts.hits) / static_cast<double>(lookups) : 0.0},
+        {"expert_cache_bytes", decode.cache_bytes},
+        {"expert_cache_slots", decode.cache_slots},
+        {"decode_phase_ms_per_token", phase_json(decode, o.gen)},
+        {"prefill_phase_ms_per_token", phase_json(prefill, prefill.prompt_tokens)},
+        {"peak_rss_bytes", rss},
+        {"rss_rule_bytes", dense_file + decode.cache_bytes + kv_bytes},
+        {"machine",
+         {{"memory_read_gb_s", mem_bw / 1e9},
+          {"expert_read_gb_s", read_bw / 1e9},
+          {"direct_io", o.run.engine.direct_io},
+          {"decode_kernel_gflop_s", decode_rate / 1e9},
+          {"prefill_kernel_gflop_s", prefill_rate / 1e9}}},
+        {"decode_bound_ms_per_token", bound * 1e3},
+        {"decode_bound_terms_ms", {{"memory", t_mem * 1e3}, {"disk", t_disk * 1e3}, {"compute", t_flop * 1e3}}},
+        {"decode_ratio_to_bound", decode_s / bound},
+        {"prefill_ratio_to_bound", prefill_s / prefill_bound},
+    };
+    std::printf("%-28s %12.1f tok/s   (%lld tokens, ratio to bound %.2f)\n", "prefill", p / prefill_s,
+                static_cast<long long>(prefill.prompt_tokens), prefill_s / prefill_bound);
+    std::printf("%-28s %12.2f tok/s   (%.2f ms/token, bound %.2f ms: ratio %.2f)\n", "decode", 1.0 / decode_s,
+                decode_s * 1e3, bound * 1e3, decode_s / bound);
+    std::printf("%-28s %12.1f MB   (memory %.1f MB, %.2f GFLOP)\n", "disk read per token", bytes_disk / 1e6,
+                bytes_mem / 1e6, flops / 1e9);
+    std::printf("%-28s %12.1f %%    (%lld slots, %.2f GB)\n", "expert cache hit rate",
+                100.0 * j["expert_cache_hit_rate"].get<double>(), static_cast<long long>(decode.cache_slots),
+                static_cast<double>(decode.cache_bytes) / 1e9);
+    for (const auto& [name, value] : j["decode_phase_ms_per_token"].items())
+        std::printf("  %-26s %12.3f ms/token\n", name.c_str(), value.get<double>());
+    std::printf("%-28s %12.1f MB   (rule: weights.bin + cache + KV = %.1f MB)\n", "peak RSS", static_cast<double>(rss) / 1e6,
+                static_cast<double>(j["rss_rule_bytes"].get<uint64_t>()) / 1e6);
+    std::printf("%-28s memory %.1f GB/s, expert reads %.2f GB/s%s, kernel %.1f / %.1f GFLOP/s (decode / prefill)\n",
+                "machine", mem_bw / 1e9, read_bw / 1e9, o.run.engine.direct_io ? " (O_DIRECT)" : "", decode_rate / 1e9,
+                prefill_rate / 1e9);
+    std::printf("%s\n", j.dump().c_str());
+    return 0;
+}
+
+}  // namespace
+
+Command add_bench_command(CLI::App& app) {
+    auto opt = std::make_shared<BenchOptions>();
+    CLI::App* cmd = app.add_subcommand("bench", "Measure prefill and decode speed against the machine's bounds");
+    add_run_options(cmd, opt->run);
+    cmd->add_option("--prompt-len", opt->prompt_len, "prompt tokens (random ids)")->capture_default_str();
+    cmd->add_option("--gen", opt->gen, "decode steps measured")->capture_default_str();
+    cmd->add_option("--warmup", opt->warmup, "decode steps before measuring")->capture_default_str();
+    cmd->add_option("--read-samples", opt->read_samples, "expert blocks read by the disk probe")->capture_default_str();
+    return [opt]() { return run(*opt); };
+}
+
+}  // namespace moepack::tools
