@@ -97,6 +97,22 @@ MOEPACK_AVX512 inline __m512i group_dot(const uint8_t* codes, const int8_t* xq, 
     return acc;
 }
 
+// Prefetching a few rows ahead, as in matmul_avx2.cpp.
+constexpr int64_t kPrefetchRows = 4;
+
+MOEPACK_AVX512 inline void prefetch_row(const WeightMatrix& w, int64_t r, int64_t r_end, int64_t row_bytes,
+                                        int64_t groups) {
+    if (r >= r_end) return;
+    const char* codes = reinterpret_cast<const char*>(w.data) + r * row_bytes;
+    for (int64_t i = 0; i < row_bytes; i += 64) _mm_prefetch(codes + i, _MM_HINT_T0);
+    const char* s = reinterpret_cast<const char*>(w.scales + r * groups);
+    const char* b = reinterpret_cast<const char*>(w.biases + r * groups);
+    for (int64_t i = 0; i < groups * 2; i += 64) {
+        _mm_prefetch(s + i, _MM_HINT_T0);
+        _mm_prefetch(b + i, _MM_HINT_T0);
+    }
+}
+
 template <int Bits>
 MOEPACK_AVX512 float affine_row_int8(const WeightMatrix& w, int64_t r, const MatmulInput& in, int64_t t) {
     const int64_t G = w.group_size, groups = in.groups;
@@ -137,8 +153,11 @@ MOEPACK_AVX512 float affine_row_int8(const WeightMatrix& w, int64_t r, const Mat
 template <int Bits>
 MOEPACK_AVX512 void affine_rows_int8(const WeightMatrix& w, const MatmulInput& in, float* y, int64_t y_stride,
                                      int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r)
+    const int64_t row_bytes = (w.cols * Bits + 31) / 32 * 4, groups = in.groups;
+    for (int64_t r = r0; r < r1; ++r) {
+        prefetch_row(w, r + kPrefetchRows, r1, row_bytes, groups);
         for (int64_t t = 0; t < in.n; ++t) y[t * y_stride + r] = affine_row_int8<Bits>(w, r, in, t);
+    }
 }
 
 // y[t, i] (+)= rows[i] . xs[t] over kc columns, for T inputs and 4 rows (nr of them kept).
