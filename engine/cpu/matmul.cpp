@@ -1,12 +1,21 @@
-// Portable matrix products (see matmul.hpp). One input row (decode) uses a fused
+// Portable matrix products (see matmul.hpp), the preparation of inputs, and the dispatch to
+// the instruction-set specific kernels (matmul_avx2.cpp, matmul_avx512.cpp), for which the
+// portable code is the fallback and the reference. One input row (decode) uses a fused
 // decode-and-dot per group; several input rows (prefill) decode each weight row once into a
 // small buffer and reuse it for every input row.
 #include "matmul.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <cmath>
 #include <cstring>
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#endif
+
 #include "dtype.hpp"
+#include "matmul_kernels.hpp"
 #include "thread_pool.hpp"
 
 namespace moepack::engine {
@@ -191,10 +200,76 @@ void MatmulInput::prepare(const WeightMatrix& w) {
             for (int64_t c = g * group; c < std::min<int64_t>(cols, (g + 1) * group); ++c) s += x[t * cols + c];
             group_sums[t * groups + g] = s;
         }
+    xq.clear();
+    x_scales.clear();
+    if (n >= detail::kPrefillMinInputs || !detail::int8_group_ok(group)) return;
+    xq.assign(static_cast<size_t>(n * groups * group), 0);
+    x_scales.assign(static_cast<size_t>(n * groups), 0.0f);
+    for (int64_t t = 0; t < n; ++t)
+        for (int64_t g = 0; g < groups; ++g) {
+            const float* xg = x + t * cols + g * group;
+            const int64_t m = std::min<int64_t>(group, cols - g * group);
+            float amax = 0;
+            for (int64_t i = 0; i < m; ++i) amax = std::max(amax, std::fabs(xg[i]));
+            if (!(amax > 0) || !std::isfinite(amax)) continue;   // zeros (or no usable scale): all codes 0
+            const float inv = 127.0f / amax;
+            int8_t* q = xq.data() + (t * groups + g) * group;
+            for (int64_t i = 0; i < m; ++i)
+                q[i] = static_cast<int8_t>(std::clamp(std::nearbyint(xg[i] * inv), -127.0f, 127.0f));
+            x_scales[t * groups + g] = amax / 127.0f;
+        }
+}
+
+namespace {
+
+MatmulIsa detect_isa() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    // F16C (every AVX2 CPU has it) from CPUID: clang's __builtin_cpu_supports does not know it
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+    if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
+        return MatmulIsa::avx512;
+    if (avx2) return MatmulIsa::avx2;
+#endif
+    return MatmulIsa::portable;
+}
+
+std::atomic<int> g_isa{-1};   // -1: not chosen yet (the best)
+
+}  // namespace
+
+MatmulIsa matmul_best_isa() {
+    static const MatmulIsa best = detect_isa();
+    return best;
+}
+
+MatmulIsa matmul_isa() {
+    const int v = g_isa.load(std::memory_order_relaxed);
+    return v < 0 ? matmul_best_isa() : static_cast<MatmulIsa>(v);
+}
+
+void set_matmul_isa(MatmulIsa isa) {
+    g_isa.store(static_cast<int>(std::min(isa, matmul_best_isa())), std::memory_order_relaxed);
+}
+
+const char* matmul_isa_name(MatmulIsa isa) {
+    switch (isa) {
+        case MatmulIsa::portable: return "portable";
+        case MatmulIsa::avx2: return "avx2";
+        case MatmulIsa::avx512: return "avx512";
+    }
+    return "?";
 }
 
 void matmul_rows(const WeightMatrix& w, const MatmulInput& in, float* y, int64_t y_stride, int64_t row_begin,
                  int64_t row_end) {
+    if (row_begin >= row_end) return;
+    const MatmulIsa isa = matmul_isa();
+    if (isa >= MatmulIsa::avx512 && detail::matmul_rows_avx512(w, in, y, y_stride, row_begin, row_end)) return;
+    if (isa >= MatmulIsa::avx2 && detail::matmul_rows_avx2(w, in, y, y_stride, row_begin, row_end)) return;
     if (in.n == 1 || w.format == WeightFormat::f32 || w.format == WeightFormat::bf16) {
         for (int64_t r = row_begin; r < row_end; ++r)
             for (int64_t t = 0; t < in.n; ++t) y[t * y_stride + r] = dot_row(w, r, in, t);
@@ -210,7 +285,12 @@ void matmul_rows(const WeightMatrix& w, const MatmulInput& in, float* y, int64_t
 
 void matmul(ThreadPool& pool, const WeightMatrix& w, MatmulInput& in, float* y) {
     in.prepare(w);
-    const int64_t grain = std::max<int64_t>(4, w.rows / (8 * pool.size()));
+    // About four chunks per thread (chunks are taken dynamically, so a slow thread takes fewer),
+    // in whole blocks of 16 rows (the prefill kernels work on 4 rows at a time); one chunk when
+    // a single thread runs. 768 rows over 16 threads: 48 chunks of 16 rows.
+    const int64_t threads = pool.size();
+    const int64_t per_chunk = (w.rows + 4 * threads - 1) / (4 * threads);
+    const int64_t grain = threads == 1 ? w.rows : std::max<int64_t>(16, (per_chunk + 15) / 16 * 16);
     pool.parallel_for(w.rows, grain, [&](int64_t r0, int64_t r1) { matmul_rows(w, in, y, w.rows, r0, r1); });
 }
 

@@ -46,7 +46,22 @@ public:
     int group = 0;
     int64_t groups = 0;
     std::vector<float> group_sums;         // [n, groups]
+    // Also for affine weights, when n is small enough for the decode kernels and `group` is a
+    // multiple of 32: X quantised per group, x ~= x_scales[t, g] * xq[t, g * group + i], with
+    // xq in [-127, 127] (round to nearest of x * 127 / max|x| over the group); the last group
+    // is padded with zeros to `group` values.
+    std::vector<int8_t> xq;                // [n, groups * group]
+    std::vector<float> x_scales;           // [n, groups]
 };
+
+// Which kernels the products use. The default is the best the CPU supports; set_matmul_isa()
+// picks a lower one (tests compare them, benchmarks measure them); a request above what the
+// CPU supports is lowered to that. Process-wide; not for use while products run.
+enum class MatmulIsa { portable = 0, avx2 = 1, avx512 = 2 };   // avx2: AVX2+FMA+F16C; avx512: F/BW/VL/VNNI
+MatmulIsa matmul_best_isa();
+MatmulIsa matmul_isa();
+void set_matmul_isa(MatmulIsa isa);
+const char* matmul_isa_name(MatmulIsa isa);
 
 // Y rows [row_begin, row_end) on the calling thread; y is [n, y_stride].
 void matmul_rows(const WeightMatrix& w, const MatmulInput& in, float* y, int64_t y_stride, int64_t row_begin,
