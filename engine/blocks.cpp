@@ -58,6 +58,29 @@ void Rope::apply(float* x, int64_t n, int64_t heads, int64_t head_dim, int64_t p
     }
 }
 
+namespace {
+
+// Dot product and a += w * b over head_dim values; cloned for AVX-512 and AVX2 (eight
+// partial sums so that the compiler may vectorise without reassociating).
+__attribute__((target_clones("avx512f", "avx2", "default"))) float head_dot(const float* a, const float* b,
+                                                                               int64_t n) {
+    float acc[16] = {};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int k = 0; k < 16; ++k) acc[k] += a[i + k] * b[i + k];
+    float s = 0;
+    for (; i < n; ++i) s += a[i] * b[i];
+    for (int k = 0; k < 16; ++k) s += acc[k];
+    return s;
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) void head_axpy(float* a, float w, const float* b,
+                                                                               int64_t n) {
+    for (int64_t i = 0; i < n; ++i) a[i] += w * b[i];
+}
+
+}  // namespace
+
 void attention(ThreadPool& pool, const float* q, const float* k_cache, const float* v_cache, float* out, int64_t n,
                int64_t position0, int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t window) {
     const int64_t group = heads / kv_heads;
@@ -74,10 +97,7 @@ void attention(ThreadPool& pool, const float* q, const float* k_cache, const flo
             scores.resize(static_cast<size_t>(last - first + 1));
             float max_score = -INFINITY;
             for (int64_t p = first; p <= last; ++p) {
-                const float* kv = k_cache + p * kv_dim + kvh * head_dim;
-                float s = 0;
-                for (int64_t i = 0; i < head_dim; ++i) s += qv[i] * kv[i];
-                s *= scale;
+                const float s = head_dot(qv, k_cache + p * kv_dim + kvh * head_dim, head_dim) * scale;
                 scores[p - first] = s;
                 max_score = std::max(max_score, s);
             }
@@ -88,9 +108,7 @@ void attention(ThreadPool& pool, const float* q, const float* k_cache, const flo
             }
             std::fill(acc.begin(), acc.end(), 0.0f);
             for (int64_t p = first; p <= last; ++p) {
-                const float wgt = scores[p - first] / sum;
-                const float* vv = v_cache + p * kv_dim + kvh * head_dim;
-                for (int64_t i = 0; i < head_dim; ++i) acc[i] += wgt * vv[i];
+                head_axpy(acc.data(), scores[p - first] / sum, v_cache + p * kv_dim + kvh * head_dim, head_dim);
             }
             std::copy(acc.begin(), acc.end(), out + (t * heads + h) * head_dim);
         }

@@ -80,6 +80,9 @@ private:
 
 namespace {
 
+// Smallest part of an expert block read by one request (a multiple of kExpertAlignment).
+constexpr uint64_t kReadPartBytes = 512 * 1024;
+
 int64_t slot_count(const Pack& pack, const ExpertStoreOptions& o) {
     const uint64_t stride = pack.expert_layout().stride;
     const uint64_t all = pack.expert_layers().size() * static_cast<uint64_t>(pack.num_experts());
@@ -143,18 +146,20 @@ int64_t ExpertStore::take_slot() {
     return s;
 }
 
-void ExpertStore::load(int64_t slot, size_t layer_index, int64_t expert) {
+void ExpertStore::read_part(int64_t slot, size_t layer_index, int64_t expert, uint64_t begin, uint64_t end) {
     const PackExpertLayer& layer = pack_.expert_layers()[layer_index];
     const PackPiece& piece = layer.experts[static_cast<size_t>(expert)];
-    const uint64_t length = options_.direct_io ? layout().stride : piece.bytes;
-    const std::string label = concat(pack_.path_of(layer.file), ": layer ", layer.layer, " expert ", expert);
-    pread_exact(fds_[layer_index], {slot_data(slot), length}, piece.offset, label);
-    if (options_.verify && !verified_[layer_index][static_cast<size_t>(expert)]) {
-        const uint64_t got = hash_bytes({slot_data(slot), piece.bytes});
-        if (got != piece.xxh3)
-            fail(label, ": checksum mismatch: expected ", pack::hash_hex(piece.xxh3), ", got ", pack::hash_hex(got),
-                 " (the pack is damaged; run moepack verify)");
-    }
+    pread_exact(fds_[layer_index], {slot_data(slot) + begin, end - begin}, piece.offset + begin,
+                concat(pack_.path_of(layer.file), ": layer ", layer.layer, " expert ", expert));
+}
+
+void ExpertStore::verify(int64_t slot, size_t layer_index, int64_t expert) {
+    const PackExpertLayer& layer = pack_.expert_layers()[layer_index];
+    const PackPiece& piece = layer.experts[static_cast<size_t>(expert)];
+    const uint64_t got = hash_bytes({slot_data(slot), piece.bytes});
+    if (got != piece.xxh3)
+        fail(pack_.path_of(layer.file), ": layer ", layer.layer, " expert ", expert, ": checksum mismatch: expected ",
+             pack::hash_hex(piece.xxh3), ", got ", pack::hash_hex(got), " (the pack is damaged; run moepack verify)");
 }
 
 void ExpertStore::acquire(int64_t layer, std::span<const int32_t> experts, std::span<const std::byte*> out) {
@@ -192,8 +197,22 @@ void ExpertStore::acquire(int64_t layer, std::span<const int32_t> experts, std::
     }
     if (misses.empty()) return;
     const auto start = std::chrono::steady_clock::now();
+    // Each block is read in parts so that a few misses still keep many requests in flight.
+    const uint64_t length = options_.direct_io ? layout().stride : layout().bytes;
+    const uint64_t parts = std::max<uint64_t>(1, std::min<uint64_t>(length / kReadPartBytes,
+                                                                    static_cast<uint64_t>(options_.io_threads) / misses.size()));
+    const uint64_t part = pack::align_up((length + parts - 1) / parts, pack::kExpertAlignment);
     try {
-        io_->run(misses.size(), [&](size_t i) { load(misses[i].slot, layer_index, misses[i].expert); });
+        io_->run(misses.size() * parts, [&](size_t task) {
+            const Miss& m = misses[task / parts];
+            const uint64_t begin = (task % parts) * part, end = std::min(length, begin + part);
+            if (begin < end) read_part(m.slot, layer_index, m.expert, begin, end);
+        });
+        if (options_.verify)
+            io_->run(misses.size(), [&](size_t i) {
+                if (!verified_[layer_index][static_cast<size_t>(misses[i].expert)])
+                    verify(misses[i].slot, layer_index, misses[i].expert);
+            });
     } catch (...) {
         for (const Miss& m : misses) {   // nothing half-read stays in the cache
             where_.erase(slot_info_[m.slot].key);

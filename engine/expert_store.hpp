@@ -65,7 +65,10 @@ private:
     class IoPool;
     int64_t take_slot();
     std::byte* slot_data(int64_t slot) const { return arena_ + static_cast<uint64_t>(slot) * layout().stride; }
-    void load(int64_t slot, size_t layer_index, int64_t expert);
+    // Reads bytes [begin, end) of an expert block into its slot.
+    void read_part(int64_t slot, size_t layer_index, int64_t expert, uint64_t begin, uint64_t end);
+    // Throws naming the file, layer and expert when the block's XXH3 differs from the manifest.
+    void verify(int64_t slot, size_t layer_index, int64_t expert);
 
     const Pack& pack_;
     ExpertStoreOptions options_;

@@ -13,6 +13,7 @@
 //   layers.L.mlp.{gate,up}_proj [F, H], down_proj [H, F]  (dense layers)
 //   norm.weight [H]
 #include <algorithm>
+#include <initializer_list>
 #include <chrono>
 #include <map>
 #include <string>
@@ -62,6 +63,8 @@ public:
 
 private:
     void product(const WeightMatrix& w, const float* x, int64_t n, float* y);
+    // Several products of one input (same cols and group size) in one parallel loop.
+    void products(const float* x, int64_t n, std::initializer_list<std::pair<const WeightMatrix*, float*>> outs);
     void attention_block(int64_t layer, int64_t n, int64_t position);
     void dense_ffn(const LayerWeights& lw, int64_t n);
     void moe_ffn(int64_t layer, const LayerWeights& lw, int64_t n);
@@ -132,15 +135,43 @@ void GqaMoeDecoder::product(const WeightMatrix& w, const float* x, int64_t n, fl
     ctx_.times.weight_bytes += w.bytes();
 }
 
+void GqaMoeDecoder::products(const float* x, int64_t n, std::initializer_list<std::pair<const WeightMatrix*, float*>> outs) {
+    // one parallel loop over the rows of all matrices (they share the input and its preparation)
+    struct Part {
+        const WeightMatrix* w;
+        float* y;
+        int64_t first_block, grain;
+    };
+    std::vector<Part> parts;
+    int64_t blocks = 0, total_rows = 0;
+    for (const auto& [w, y] : outs) total_rows += w->rows;
+    const int64_t per_block = std::max<int64_t>(16, (total_rows / (4 * ctx_.pool.size()) + 15) / 16 * 16);
+    input_.reset(x, n, outs.begin()->first->cols);
+    for (const auto& [w, y] : outs) {
+        input_.prepare(*w);
+        parts.push_back({w, y, blocks, per_block});
+        blocks += (w->rows + per_block - 1) / per_block;
+        ctx_.times.flops += matmul_flops(*w, n);
+        ctx_.times.weight_bytes += w->bytes();
+    }
+    ctx_.pool.parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+            size_t i = parts.size() - 1;
+            while (parts[i].first_block > b) --i;
+            const Part& p = parts[i];
+            const int64_t r0 = (b - p.first_block) * p.grain, r1 = std::min(p.w->rows, r0 + p.grain);
+            matmul_rows(*p.w, input_, p.y, p.w->rows, r0, r1);
+        }
+    });
+}
+
 void GqaMoeDecoder::attention_block(int64_t l, int64_t n, int64_t position) {
     Stopwatch sw(ctx_.times.attention);
     const LayerWeights& lw = layers_[static_cast<size_t>(l)];
     const int64_t H = c_.hidden_size, D = c_.head_dim;
     const float eps = static_cast<float>(c_.rms_norm_eps);
     rms_norm_to(x_.data(), h_.data(), n, H, lw.input_norm, eps);
-    product(lw.q, h_.data(), n, q_.data());
-    product(lw.k, h_.data(), n, k_.data());
-    product(lw.v, h_.data(), n, v_.data());
+    products(h_.data(), n, {{&lw.q, q_.data()}, {&lw.k, k_.data()}, {&lw.v, v_.data()}});
     if (c_.qk_norm == QkNorm::per_head) {
         rms_norm(q_.data(), n * c_.num_heads, D, lw.q_norm, eps);
         rms_norm(k_.data(), n * c_.num_kv_heads, D, lw.k_norm, eps);
@@ -224,10 +255,18 @@ void GqaMoeDecoder::moe_ffn(int64_t l, const LayerWeights& lw, int64_t n) {
             wk.in.prepare(wk.gate);
             wk.in.prepare(wk.up);
             ctx_.times.flops += matmul_flops(wk.gate, m) * 3;
+            ctx_.times.expert_flops += matmul_flops(wk.gate, m) * 3;
             ctx_.times.weight_bytes += wk.gate.bytes() * 3;
         }
         // gate and up rows, then SwiGLU on the same rows: one loop over (expert, row block)
-        const int64_t grain = std::max<int64_t>(8, I / std::max(1, ctx_.pool.size() / static_cast<int>(count) + 1));
+        // Row blocks spread the experts' rows evenly over the threads in long contiguous runs
+        // (one block per expert and matrix when there are more experts than threads), in
+        // multiples of 16 rows.
+        auto grain_for = [&](int64_t rows) {
+            const int64_t split = std::max<int64_t>(1, ctx_.pool.size() / static_cast<int64_t>(count));
+            return std::min(rows, ((rows + split - 1) / split + 15) / 16 * 16);
+        };
+        const int64_t grain = grain_for(I);
         const int64_t blocks_per_expert = (I + grain - 1) / grain;
         ctx_.pool.parallel_for(static_cast<int64_t>(count) * blocks_per_expert, 1, [&](int64_t b0, int64_t b1) {
             for (int64_t b = b0; b < b1; ++b) {
@@ -243,7 +282,7 @@ void GqaMoeDecoder::moe_ffn(int64_t l, const LayerWeights& lw, int64_t n) {
             wk.act.reset(wk.g.data(), wk.in.n, I);
             wk.act.prepare(wk.down);
         }
-        const int64_t down_grain = std::max<int64_t>(8, H / std::max(1, ctx_.pool.size() / static_cast<int>(count) + 1));
+        const int64_t down_grain = grain_for(H);
         const int64_t down_blocks = (H + down_grain - 1) / down_grain;
         ctx_.pool.parallel_for(static_cast<int64_t>(count) * down_blocks, 1, [&](int64_t b0, int64_t b1) {
             for (int64_t b = b0; b < b1; ++b) {

@@ -1,5 +1,5 @@
 // `moerun bench --model PACK [--prompt-len P --gen G]`: prefill of P random tokens, then G
-// greedy decode steps; prints a table and a JSON object: speeds, bytes read from disk per
+// decode steps of random tokens; prints a table and a JSON object: speeds, bytes read from disk per
 // token, expert cache hit rate, time per phase, peak RSS against the memory rule, and the
 // ratio of the measured time per token to the bound set by the bytes it moved, the flops
 // it computed and this machine's measured bandwidths and kernel rate.
@@ -53,13 +53,17 @@ int run(BenchOptions& o) {
 
     // prefill
     engine->reset_stats();
-    auto logits = engine->eval_prompt(prompt);
+    engine->eval_prompt(prompt);
     const engine::EngineStats prefill = engine->stats();
-    auto greedy = [&] { return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()); };
-    for (int64_t i = 0; i < o.warmup; ++i) logits = engine->eval_token(greedy());
+    // Decode steps feed random ids, not the model's own choice: a random-weight model's
+    // greedy output repeats one or two tokens, which would route every step to the same
+    // experts and hide the I/O that real text causes.
+    auto next = [&] { return static_cast<int32_t>(rng() % static_cast<uint32_t>(c.vocab_size)); };
+    for (int64_t i = 0; i < o.warmup; ++i) engine->eval_token(next());
     engine->reset_stats();
-    for (int64_t i = 0; i < o.gen; ++i) logits = engine->eval_token(greedy());
+    for (int64_t i = 0; i < o.gen; ++i) engine->eval_token(next());
     const engine::EngineStats decode = engine->stats();
+    const uint64_t rss = peak_rss_bytes();   // before the probes allocate their buffers
 
     // the machine
     engine::ThreadPool pool(o.run.engine.threads);
@@ -67,32 +71,43 @@ int run(BenchOptions& o) {
     const Pack& pack = engine->pack();
     const bool moe = pack.has_experts();
     const double read_bw = moe ? expert_read_bandwidth(pack, o.run.engine.direct_io, o.run.engine.io_threads, o.read_samples) : 0;
+    // kernel rates in the pack's expert encoding and in its dense encoding (that of q_proj)
     const auto& el = pack.expert_layout();
     const int bits = moe ? el.bits : 16;
-    const int64_t rows = moe ? static_cast<int64_t>(el.intermediate) : c.hidden_size;
-    const double decode_rate = matmul_rate(pool, rows, c.hidden_size, bits, moe ? el.group_size : 0, 1);
-    const double prefill_rate = matmul_rate(pool, rows, c.hidden_size, bits, moe ? el.group_size : 0,
-                                            std::min<int64_t>(o.prompt_len, o.run.engine.batch));
+    const PackTensor* q = pack.find_tensor("layers.0.self_attn.q_proj.weight");
+    const int dense_bits = q && q->encoding == DenseEncoding::affine ? q->bits : 16;
+    const int dense_group = q && q->encoding == DenseEncoding::affine ? q->group_size : 0;
+    const int64_t prefill_n = std::min<int64_t>(o.prompt_len, o.run.engine.batch);
+    const int64_t I = moe ? static_cast<int64_t>(el.intermediate) : c.hidden_size;
+    const double expert_rate = moe ? matmul_rate(pool, I, c.hidden_size, bits, el.group_size, 1) : 1;
+    const double expert_prefill_rate = moe ? matmul_rate(pool, I, c.hidden_size, bits, el.group_size, prefill_n) : 1;
+    const double dense_rate = matmul_rate(pool, c.hidden_size, c.hidden_size, dense_bits, dense_group, 1);
+    const double dense_prefill_rate = matmul_rate(pool, c.hidden_size, c.hidden_size, dense_bits, dense_group, prefill_n);
+    auto compute_time = [&](const engine::EngineStats& s, bool batched) {
+        return s.phases.expert_flops / (batched ? expert_prefill_rate : expert_rate) +
+               (s.phases.flops - s.phases.expert_flops) / (batched ? dense_prefill_rate : dense_rate);
+    };
+    const double decode_rate = expert_rate, prefill_rate = expert_prefill_rate;
 
     const double g = static_cast<double>(o.gen);
     const double decode_s = static_cast<double>(decode.decode_ns) / 1e9 / g;
     const double bytes_disk = static_cast<double>(decode.experts.bytes_read) / g;
     const double bytes_mem = static_cast<double>(decode.phases.weight_bytes) / g;
     const double flops = decode.phases.flops / g;
-    const double t_mem = bytes_mem / mem_bw, t_disk = read_bw > 0 ? bytes_disk / read_bw : 0, t_flop = flops / decode_rate;
+    const double t_mem = bytes_mem / mem_bw, t_disk = read_bw > 0 ? bytes_disk / read_bw : 0;
+    const double t_flop = compute_time(decode, false) / g;
     const double bound = std::max({t_mem, t_disk, t_flop});
     const double p = static_cast<double>(prefill.prompt_tokens);
     const double prefill_s = static_cast<double>(prefill.prompt_ns) / 1e9;
     const double prefill_bound = std::max({static_cast<double>(prefill.phases.weight_bytes) / mem_bw,
                                            read_bw > 0 ? static_cast<double>(prefill.experts.bytes_read) / read_bw : 0,
-                                           prefill.phases.flops / prefill_rate});
+                                           compute_time(prefill, true)});
     const uint64_t lookups = decode.experts.hits + decode.experts.misses;
     const uint64_t kv_bytes = static_cast<uint64_t>(c.num_layers) * 2 * static_cast<uint64_t>(engine->position()) *
                               static_cast<uint64_t>(c.num_kv_heads * c.head_dim) * sizeof(float);
     uint64_t dense_file = 0;
     for (const auto& f : pack.files())
         if (f.path == "weights.bin") dense_file = f.bytes;
-    const uint64_t rss = peak_rss_bytes();
 
     nlohmann::json j = {
         {"model", o.run.model},
@@ -117,8 +132,10 @@ int run(BenchOptions& o) {
          {{"memory_read_gb_s", mem_bw / 1e9},
           {"expert_read_gb_s", read_bw / 1e9},
           {"direct_io", o.run.engine.direct_io},
-          {"decode_kernel_gflop_s", decode_rate / 1e9},
-          {"prefill_kernel_gflop_s", prefill_rate / 1e9}}},
+          {"expert_kernel_gflop_s", decode_rate / 1e9},
+          {"expert_prefill_kernel_gflop_s", prefill_rate / 1e9},
+          {"dense_kernel_gflop_s", dense_rate / 1e9},
+          {"dense_prefill_kernel_gflop_s", dense_prefill_rate / 1e9}}},
         {"decode_bound_ms_per_token", bound * 1e3},
         {"decode_bound_terms_ms", {{"memory", t_mem * 1e3}, {"disk", t_disk * 1e3}, {"compute", t_flop * 1e3}}},
         {"decode_ratio_to_bound", decode_s / bound},
@@ -137,9 +154,10 @@ int run(BenchOptions& o) {
         std::printf("  %-26s %12.3f ms/token\n", name.c_str(), value.get<double>());
     std::printf("%-28s %12.1f MB   (rule: weights.bin + cache + KV = %.1f MB)\n", "peak RSS", static_cast<double>(rss) / 1e6,
                 static_cast<double>(j["rss_rule_bytes"].get<uint64_t>()) / 1e6);
-    std::printf("%-28s memory %.1f GB/s, expert reads %.2f GB/s%s, kernel %.1f / %.1f GFLOP/s (decode / prefill)\n",
+    std::printf("%-28s memory %.1f GB/s, expert reads %.2f GB/s%s, kernels %.0f / %.0f GFLOP/s (experts, dense; "
+                "decode) %.0f / %.0f (prefill)\n",
                 "machine", mem_bw / 1e9, read_bw / 1e9, o.run.engine.direct_io ? " (O_DIRECT)" : "", decode_rate / 1e9,
-                prefill_rate / 1e9);
+                dense_rate / 1e9, prefill_rate / 1e9, dense_prefill_rate / 1e9);
     std::printf("%s\n", j.dump().c_str());
     return 0;
 }

@@ -14,7 +14,7 @@ namespace {
 struct GenerateOptions {
     RunOptions run;
     engine::SamplerOptions sampler;
-    std::string prompt, tokens;
+    std::string prompt, tokens, load_state, save_state;
     int64_t max_tokens = 128;
     bool ignore_eos = false;
     bool no_special = false;
@@ -31,10 +31,16 @@ int run(GenerateOptions& o) {
     } else {
         if (!tokenizer) fail(o.run.model, ": the pack has no tokenizer; give the prompt as --tokens IDS");
         for (uint32_t id : tokenizer->encode(o.prompt, !o.no_special)) prompt.push_back(static_cast<int32_t>(id));
-        if (prompt.empty()) fail("the prompt encodes to no tokens");
+        if (prompt.empty() && o.load_state.empty()) fail("the prompt encodes to no tokens");
     }
     engine::Sampler sampler(o.sampler);
-    engine->eval_prompt(prompt);
+    if (!o.load_state.empty()) engine->state_load(o.load_state);
+    if (!o.load_state.empty() && !o.no_special && !o.prompt.empty()) {   // a continuation: no second BOS
+        prompt.clear();
+        for (uint32_t id : tokenizer->encode(o.prompt, false)) prompt.push_back(static_cast<int32_t>(id));
+    }
+    if (!prompt.empty()) engine->eval_prompt(prompt);
+    if (engine->last_logits().empty()) fail("nothing to generate from: give a prompt");
     const auto stop = o.ignore_eos ? std::set<int32_t>{} : stop_tokens(*engine, tokenizer ? &*tokenizer : nullptr);
     bool first = true;
     generate(*engine, sampler, stop, o.max_tokens, tokenizer ? &*tokenizer : nullptr,
@@ -48,6 +54,7 @@ int run(GenerateOptions& o) {
                  std::fflush(stdout);
              });
     std::fputs("\n", stdout);
+    if (!o.save_state.empty()) engine->state_save(o.save_state);
     const auto s = engine->stats();
     std::fprintf(stderr, "prompt: %lld tokens, %.1f tok/s | decode: %lld tokens, %.1f tok/s | expert cache hit rate %.1f%%\n",
                  static_cast<long long>(s.prompt_tokens), per_second(s.prompt_tokens, s.prompt_ns),
@@ -69,6 +76,8 @@ Command add_generate_command(CLI::App& app) {
     prompt->excludes(tokens);
     tokens->excludes(prompt);
     cmd->add_option("-n,--max-tokens", opt->max_tokens, "tokens to generate at most")->capture_default_str();
+    cmd->add_option("--load-state", opt->load_state, "continue a context saved with --save-state (the prompt is appended)");
+    cmd->add_option("--save-state", opt->save_state, "save the context (prompt and generated tokens) at the end");
     cmd->add_flag("--ignore-eos", opt->ignore_eos, "do not stop at end-of-sequence tokens");
     cmd->add_flag("--no-special", opt->no_special, "encode the prompt without the tokenizer's added ids (e.g. BOS)");
     add_sampler_options(cmd, opt->sampler);

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "dtype.hpp"
 #include "error.hpp"
 
 namespace moepack::tools {
@@ -93,22 +94,48 @@ double expert_read_bandwidth(const Pack& pack, bool direct, int threads, int sam
 }
 
 double matmul_rate(engine::ThreadPool& pool, int64_t rows, int64_t cols, int bits, int group_size, int64_t n) {
+    // Every thread multiplies its own cache-resident copy of the matrix, with no fork-join
+    // between products: the kernels' arithmetic rate on this machine.
     const auto layout = pack::matrix_layout(static_cast<uint64_t>(rows), static_cast<uint64_t>(cols), bits, group_size);
-    std::vector<std::byte> record(layout.bytes());
+    const int threads = pool.size();
+    std::vector<std::vector<std::byte>> records(static_cast<size_t>(threads));
     std::mt19937 rng(3);
-    for (auto& b : record) b = static_cast<std::byte>(rng() & 0x3f);   // small finite bf16 scales/biases
-    const auto w = engine::WeightMatrix::from_record(record.data(), layout);
-    std::vector<float> x(static_cast<size_t>(n * cols), 0.5f), y(static_cast<size_t>(n * rows));
-    engine::MatmulInput in(x.data(), n, cols);
-    engine::matmul(pool, w, in, y.data());   // warm-up
-    int reps = 0;
-    const auto start = std::chrono::steady_clock::now();
-    double elapsed = 0;
-    while ((elapsed = seconds_since(start)) < 0.3) {
-        engine::matmul(pool, w, in, y.data());
-        ++reps;
+    for (auto& record : records) {   // random codes (or bf16 values), normal scales and biases
+        record.resize(layout.bytes());
+        auto* half = reinterpret_cast<uint16_t*>(record.data());
+        for (size_t i = 0; i < record.size() / 2; ++i)
+            half[i] = bits == 16 ? float_to_bf16(static_cast<float>(static_cast<int>(rng() % 201) - 100) * 1e-3f)
+                                 : static_cast<uint16_t>(rng());
+        if (bits != 16) {
+            const uint64_t count = layout.scales_bytes() / 2;
+            auto* scales = reinterpret_cast<uint16_t*>(record.data() + layout.scales_offset());
+            auto* biases = reinterpret_cast<uint16_t*>(record.data() + layout.biases_offset());
+            for (uint64_t i = 0; i < count; ++i) {
+                scales[i] = float_to_bf16(0.01f);
+                biases[i] = float_to_bf16(-0.05f);
+            }
+        }
     }
-    return engine::matmul_flops(w, n) * reps / elapsed;
+    std::vector<float> x(static_cast<size_t>(n * cols), 0.5f);
+    std::atomic<int64_t> products{0};
+    const auto start = std::chrono::steady_clock::now();
+    pool.parallel_for(threads, 1, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+            const auto w = engine::WeightMatrix::from_record(records[static_cast<size_t>(t)].data(), layout);
+            engine::MatmulInput in(x.data(), n, cols);
+            in.prepare(w);
+            std::vector<float> y(static_cast<size_t>(n * rows));
+            int64_t done = 0;
+            while (seconds_since(start) < 0.3) {
+                engine::matmul_rows(w, in, y.data(), rows, 0, rows);
+                ++done;
+            }
+            products += done;
+        }
+    });
+    const double elapsed = seconds_since(start);
+    const auto w = engine::WeightMatrix::from_record(records[0].data(), layout);
+    return engine::matmul_flops(w, n) * static_cast<double>(products.load()) / elapsed;
 }
 
 }  // namespace moepack::tools

@@ -18,8 +18,9 @@ double memory_read_bandwidth(engine::ThreadPool& pool);
 // parallel preads (O_DIRECT when direct).
 double expert_read_bandwidth(const Pack& pack, bool direct, int threads, int samples);
 
-// Floating-point operations per second of matmul() on a [rows, cols] matrix in the expert
-// encoding of the pack (bits, group size) with n inputs, the weights staying in cache.
+// Floating-point operations per second of the matrix kernels on every pool thread, each
+// multiplying its own cache-resident [rows, cols] matrix in the pack's expert encoding (bits,
+// group size) by n inputs.
 double matmul_rate(engine::ThreadPool& pool, int64_t rows, int64_t cols, int bits, int group_size, int64_t n);
 
 }  // namespace moepack::tools
