@@ -3,18 +3,28 @@
 
 #include <algorithm>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define MOEPACK_CPU_RELAX() _mm_pause()
-#else
-#define MOEPACK_CPU_RELAX() std::this_thread::yield()
-#endif
+#include <chrono>
 
 namespace moepack::engine {
 
 namespace {
-constexpr int kSpinIterations = 20000;   // roughly 50-100 us before sleeping
+
+// Waiting threads poll without PAUSE: in virtual machines a PAUSE loop makes the hypervisor
+// deschedule the vCPU (pause-loop exiting), which costs far more than the poll. After
+// kSpinTime of polling a worker sleeps until the next loop.
+constexpr auto kSpinTime = std::chrono::milliseconds(2);
+
+template <class Done>
+bool spin_until(Done done) {
+    const auto start = std::chrono::steady_clock::now();
+    for (;;) {
+        for (int i = 0; i < 1024; ++i)
+            if (done()) return true;
+        if (std::chrono::steady_clock::now() - start > kSpinTime) return false;
+    }
 }
+
+}  // namespace
 
 ThreadPool::ThreadPool(int threads) {
     if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -48,12 +58,7 @@ void ThreadPool::run_chunks() {
 void ThreadPool::worker_loop() {
     uint64_t seen = 0;
     for (;;) {
-        int spins = 0;
-        while (generation_.load(std::memory_order_acquire) == seen && spins < kSpinIterations) {
-            MOEPACK_CPU_RELAX();
-            ++spins;
-        }
-        if (generation_.load(std::memory_order_acquire) == seen) {
+        if (!spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; })) {
             std::unique_lock lock(mutex_);
             wake_.wait(lock, [&] { return generation_.load() != seen; });
         }
@@ -83,7 +88,8 @@ void ThreadPool::parallel_for(int64_t count, int64_t grain, const std::function<
     }
     wake_.notify_all();
     run_chunks();
-    while (busy_.load(std::memory_order_acquire) != 0) MOEPACK_CPU_RELAX();
+    while (!spin_until([&] { return busy_.load(std::memory_order_acquire) == 0; })) {
+    }
     fn_ = nullptr;
     if (error_) std::rethrow_exception(error_);
 }

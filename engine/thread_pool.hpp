@@ -1,5 +1,5 @@
 // A fixed pool of compute threads for fork-join loops. The calling thread takes part, so a
-// pool of N threads starts N - 1 workers. Workers spin briefly between loops (a decode step
+// pool of N threads starts N - 1 workers. Workers poll for 2 ms between loops (a decode step
 // runs hundreds of short loops) and then sleep on a condition variable.
 #pragma once
 

@@ -1,7 +1,7 @@
 // Writes a synthetic qwen3_moe checkpoint with real layer shapes and random bf16 weights
 // (default: Qwen3-30B-A3B's: hidden 2048, 32/4 heads of 128, 128 experts of 768, vocab
 // 151936), one shard per decoder layer plus one for embeddings and head, streamed to disk
-// so that any size fits in a few MB of memory. For conversion benchmarks only.
+// so that any size fits in a few MB of memory. Norm weights are near 1. For benchmarks only.
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <cstdio>
@@ -56,11 +56,17 @@ void write_shard(const std::filesystem::path& path, const std::vector<Tensor>& t
     out.write(text.data(), static_cast<std::streamsize>(text.size()));
     std::vector<uint16_t> buf(1 << 20);
     uint64_t state = seed * 0x9E3779B97F4A7C15ull + 1;
-    for (uint64_t left = offset; left > 0;) {
-        fill_random(buf, state);
-        const uint64_t take = std::min<uint64_t>(left, buf.size() * 2);
-        out.write(reinterpret_cast<const char*>(buf.data()), static_cast<std::streamsize>(take));
-        left -= take;
+    for (const auto& t : tensors) {
+        for (uint64_t left = t.bytes(); left > 0;) {
+            fill_random(buf, state);
+            // norm weights near 1, as in trained models (tiny random norms would make every
+            // token's hidden state alike, and so its routing)
+            if (t.shape.size() == 1)
+                for (auto& v : buf) v = static_cast<uint16_t>(0x3F80 + (v & 0x0F));   // 1.0 .. 1.12
+            const uint64_t take = std::min<uint64_t>(left, buf.size() * 2);
+            out.write(reinterpret_cast<const char*>(buf.data()), static_cast<std::streamsize>(take));
+            left -= take;
+        }
     }
     if (!out) throw std::runtime_error(path.string() + ": write failed");
 }

@@ -54,6 +54,7 @@ int run(GenerateOptions& o) {
                  std::fflush(stdout);
              });
     std::fputs("\n", stdout);
+    std::fflush(stdout);
     if (!o.save_state.empty()) engine->state_save(o.save_state);
     const auto s = engine->stats();
     std::fprintf(stderr, "prompt: %lld tokens, %.1f tok/s | decode: %lld tokens, %.1f tok/s | expert cache hit rate %.1f%%\n",
