@@ -207,24 +207,6 @@ MOEPACK_AVX2 void float_rows(const WeightMatrix& w, const MatmulInput& in, float
     }
 }
 
-// Rows are short (2-bit codes of 2048 columns: 512 bytes) and come from three places (codes,
-// scales, biases): prefetching a few rows ahead uses more of the memory bandwidth than the
-// hardware prefetchers alone.
-constexpr int64_t kPrefetchRows = 4;
-
-MOEPACK_AVX2 inline void prefetch_row(const WeightMatrix& w, int64_t r, int64_t r_end, int64_t row_bytes,
-                                      int64_t groups) {
-    if (r >= r_end) return;
-    const char* codes = reinterpret_cast<const char*>(w.data) + r * row_bytes;
-    for (int64_t i = 0; i < row_bytes; i += 64) _mm_prefetch(codes + i, _MM_HINT_T0);
-    const char* s = reinterpret_cast<const char*>(w.scales + r * groups);
-    const char* b = reinterpret_cast<const char*>(w.biases + r * groups);
-    for (int64_t i = 0; i < groups * 2; i += 64) {
-        _mm_prefetch(s + i, _MM_HINT_T0);
-        _mm_prefetch(b + i, _MM_HINT_T0);
-    }
-}
-
 template <int Bits>
 MOEPACK_AVX2 void affine_rows_int8(const WeightMatrix& w, const MatmulInput& in, float* y, int64_t y_stride,
                                    int64_t r0, int64_t r1) {

@@ -97,22 +97,6 @@ MOEPACK_AVX512 inline __m512i group_dot(const uint8_t* codes, const int8_t* xq, 
     return acc;
 }
 
-// Prefetching a few rows ahead, as in matmul_avx2.cpp.
-constexpr int64_t kPrefetchRows = 4;
-
-MOEPACK_AVX512 inline void prefetch_row(const WeightMatrix& w, int64_t r, int64_t r_end, int64_t row_bytes,
-                                        int64_t groups) {
-    if (r >= r_end) return;
-    const char* codes = reinterpret_cast<const char*>(w.data) + r * row_bytes;
-    for (int64_t i = 0; i < row_bytes; i += 64) _mm_prefetch(codes + i, _MM_HINT_T0);
-    const char* s = reinterpret_cast<const char*>(w.scales + r * groups);
-    const char* b = reinterpret_cast<const char*>(w.biases + r * groups);
-    for (int64_t i = 0; i < groups * 2; i += 64) {
-        _mm_prefetch(s + i, _MM_HINT_T0);
-        _mm_prefetch(b + i, _MM_HINT_T0);
-    }
-}
-
 template <int Bits>
 MOEPACK_AVX512 float affine_row_int8(const WeightMatrix& w, int64_t r, const MatmulInput& in, int64_t t) {
     const int64_t G = w.group_size, groups = in.groups;

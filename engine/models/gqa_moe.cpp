@@ -258,7 +258,6 @@ void GqaMoeDecoder::moe_ffn(int64_t l, const LayerWeights& lw, int64_t n) {
             ctx_.times.expert_flops += matmul_flops(wk.gate, m) * 3;
             ctx_.times.weight_bytes += wk.gate.bytes() * 3;
         }
-        // gate and up rows, then SwiGLU on the same rows: one loop over (expert, row block)
         // Row blocks spread the experts' rows evenly over the threads in long contiguous runs
         // (one block per expert and matrix when there are more experts than threads), in
         // multiples of 16 rows.
@@ -266,31 +265,28 @@ void GqaMoeDecoder::moe_ffn(int64_t l, const LayerWeights& lw, int64_t n) {
             const int64_t split = std::max<int64_t>(1, ctx_.pool.size() / static_cast<int64_t>(count));
             return std::min(rows, ((rows + split - 1) / split + 15) / 16 * 16);
         };
-        const int64_t grain = grain_for(I);
-        const int64_t blocks_per_expert = (I + grain - 1) / grain;
-        ctx_.pool.parallel_for(static_cast<int64_t>(count) * blocks_per_expert, 1, [&](int64_t b0, int64_t b1) {
-            for (int64_t b = b0; b < b1; ++b) {
-                Work& wk = work[static_cast<size_t>(b / blocks_per_expert)];
-                const int64_t r0 = (b % blocks_per_expert) * grain, r1 = std::min(I, r0 + grain);
-                matmul_rows(wk.gate, wk.in, wk.g.data(), I, r0, r1);
-                matmul_rows(wk.up, wk.in, wk.u.data(), I, r0, r1);
-                for (int64_t j = 0; j < wk.in.n; ++j)
-                    swiglu(wk.g.data() + j * I + r0, wk.u.data() + j * I + r0, wk.g.data() + j * I + r0, r1 - r0);
-            }
+        // fn(work, r0, r1) on every row block of `rows` rows of every expert of the chunk
+        auto over_row_blocks = [&](int64_t rows, const auto& fn) {
+            const int64_t grain = grain_for(rows), per_expert = (rows + grain - 1) / grain;
+            ctx_.pool.parallel_for(static_cast<int64_t>(count) * per_expert, 1, [&](int64_t b0, int64_t b1) {
+                for (int64_t b = b0; b < b1; ++b) {
+                    const int64_t r0 = (b % per_expert) * grain;
+                    fn(work[static_cast<size_t>(b / per_expert)], r0, std::min(rows, r0 + grain));
+                }
+            });
+        };
+        // gate and up rows, then SwiGLU on the same rows
+        over_row_blocks(I, [&](Work& wk, int64_t r0, int64_t r1) {
+            matmul_rows(wk.gate, wk.in, wk.g.data(), I, r0, r1);
+            matmul_rows(wk.up, wk.in, wk.u.data(), I, r0, r1);
+            for (int64_t j = 0; j < wk.in.n; ++j)
+                swiglu(wk.g.data() + j * I + r0, wk.u.data() + j * I + r0, wk.g.data() + j * I + r0, r1 - r0);
         });
         for (Work& wk : work) {
             wk.act.reset(wk.g.data(), wk.in.n, I);
             wk.act.prepare(wk.down);
         }
-        const int64_t down_grain = grain_for(H);
-        const int64_t down_blocks = (H + down_grain - 1) / down_grain;
-        ctx_.pool.parallel_for(static_cast<int64_t>(count) * down_blocks, 1, [&](int64_t b0, int64_t b1) {
-            for (int64_t b = b0; b < b1; ++b) {
-                Work& wk = work[static_cast<size_t>(b / down_blocks)];
-                const int64_t r0 = (b % down_blocks) * down_grain, r1 = std::min(H, r0 + down_grain);
-                matmul_rows(wk.down, wk.act, wk.y.data(), H, r0, r1);
-            }
-        });
+        over_row_blocks(H, [&](Work& wk, int64_t r0, int64_t r1) { matmul_rows(wk.down, wk.act, wk.y.data(), H, r0, r1); });
         for (Work& wk : work)
             for (size_t j = 0; j < wk.tokens->size(); ++j) {
                 const auto [t, weight] = (*wk.tokens)[j];
