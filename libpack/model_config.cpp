@@ -317,6 +317,8 @@ ModelConfig read_model_config(const json& config, const std::string& label) {
     c.family = arch.family;
     c.source_dtype = keys.string({"dtype", "torch_dtype"}, "");
     c.num_layers = keys.integer({"num_hidden_layers"}, std::nullopt, 1);
+    if (c.num_layers > kMaxLayers)
+        fail(keys.label(), ": \"num_hidden_layers\": expected at most ", kMaxLayers, ", got ", c.num_layers);
     c.hidden_size = keys.integer({"hidden_size"}, std::nullopt, 1);
     c.vocab_size = keys.integer({"vocab_size"}, std::nullopt, 1);
     c.max_position_embeddings = keys.integer({"max_position_embeddings"}, 0, 0);

@@ -25,6 +25,9 @@ enum class RoutingFunction { softmax_topk, topk_softmax, sigmoid_grouped };
 enum class Activation { swiglu, swiglu_clamped };       // clamped: GPT-OSS's variant
 enum class SourceQuant { none, fp8_block, mlx_affine, mxfp4 };
 
+// The most decoder layers a model may declare (config.json and pack manifests alike).
+inline constexpr int64_t kMaxLayers = 4096;
+
 struct LayerDesc {
     AttentionKind attention = AttentionKind::full;
     FfnKind ffn = FfnKind::moe;

@@ -87,7 +87,7 @@ ModelConfig model_config_from_json(const json& j, const std::string& label) {
     c.family = r.choice("family", kFamilies);
     c.source_dtype = r.string("source_dtype");
     constexpr int64_t kMaxDim = 1 << 24;
-    c.num_layers = r.integer("num_layers", 1, 4096);
+    c.num_layers = r.integer("num_layers", 1, kMaxLayers);
     c.hidden_size = r.integer("hidden_size", 1, kMaxDim);
     c.vocab_size = r.integer("vocab_size", 1, 1 << 26);
     c.max_position_embeddings = r.integer("max_position_embeddings", 0, std::numeric_limits<int64_t>::max());

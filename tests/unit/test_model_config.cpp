@@ -127,6 +127,8 @@ TEST(ModelConfig, BadConfigsNameTheKey) {
         {"unknown architecture", [](json& j) { j["model_type"] = "llama"; }, "unsupported architecture \"llama\""},
         {"no model_type", [](json& j) { j.erase("model_type"); }, "missing \"model_type\""},
         {"missing hidden_size", [](json& j) { j.erase("hidden_size"); }, "missing \"hidden_size\""},
+        {"absurd layer count", [](json& j) { j["num_hidden_layers"] = 99999999; },
+         "\"num_hidden_layers\": expected at most 4096, got 99999999"},
         {"string layer count", [](json& j) { j["num_hidden_layers"] = "4"; },
          "\"num_hidden_layers\" must be an integer >= 1, got \"4\""},
         {"zero heads", [](json& j) { j["num_attention_heads"] = 0; }, "\"num_attention_heads\" must be an integer >= 1"},
