@@ -30,6 +30,7 @@ if [ "$fuzz_seconds" -gt 0 ]; then
   for model in qwen3_moe gpt_oss; do
     build-test/tools/moepack convert "tests/fixtures/models/$model" -o "build-fuzz/pack-$model" --force >/dev/null 2>&1
     cp "build-fuzz/pack-$model/manifest.json" "$corpus/manifest/$model.json"
+    cp "build-fuzz/pack-$model/manifest.json" "$corpus/config/manifest-$model.json"   # its "model" too
   done
   # tokenizer.bin seeds: the small fixture tokenizers, whole and as bare payloads
   for tok in tests/fixtures/tokenizers/*/; do

@@ -1,5 +1,7 @@
 // libFuzzer target: arbitrary bytes as config.json, through the normaliser and the tensor
-// classifier. Valid results and moepack::Error are fine; anything else is a bug.
+// classifier, and as a pack manifest's "model" object, through model_config_from_json (and
+// back: what it accepts must round-trip through to_json). Valid results and moepack::Error
+// are fine; anything else is a bug.
 #include <cstddef>
 #include <cstdint>
 #include <nlohmann/json.hpp>
@@ -24,6 +26,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             } catch (const moepack::Error&) {
             }
         }
+    } catch (const moepack::Error&) {
+    }
+    try {
+        const bool manifest = j.is_object() && j.contains("model");   // a whole manifest as input
+        const moepack::ModelConfig m = moepack::model_config_from_json(manifest ? j["model"] : j, "fuzz");
+        if (moepack::to_json(moepack::model_config_from_json(moepack::to_json(m), "fuzz")) != moepack::to_json(m))
+            __builtin_trap();
     } catch (const moepack::Error&) {
     }
     return 0;
