@@ -77,6 +77,15 @@ private:
     const float* final_norm_;
     std::vector<LayerWeights> layers_;
     MatmulInput input_;
+    // One routed expert's share of a batch: its weights, the rows routed to it and buffers.
+    struct ExpertWork {
+        WeightMatrix gate, up, down;
+        const std::vector<std::pair<int64_t, float>>* tokens = nullptr;
+        std::vector<float> x, g, u, y;   // x: the gathered rows when not the whole batch
+        MatmulInput own_in, act;
+        MatmulInput* in = nullptr;   // own_in, or the batch's shared input
+    };
+    std::vector<ExpertWork> expert_work_;
     // activations, sized for the largest batch seen
     std::vector<float> x_, h_, q_, k_, v_, attn_, proj_, ffn_;
 };
@@ -223,6 +232,7 @@ void GqaMoeDecoder::moe_ffn(int64_t l, const LayerWeights& lw, int64_t n) {
     const auto& layout = store.layout();
     const size_t chunk = static_cast<size_t>(store.slots());
     std::vector<const std::byte*> blocks(experts.size());
+    MatmulInput all_tokens(h_.data(), n, H);   // the input of experts that get the whole batch
     for (size_t first = 0; first < experts.size(); first += chunk) {
         const size_t count = std::min(chunk, experts.size() - first);
         {
@@ -230,30 +240,30 @@ void GqaMoeDecoder::moe_ffn(int64_t l, const LayerWeights& lw, int64_t n) {
             store.acquire(l, {experts.data() + first, count}, {blocks.data() + first, count});
         }
         Stopwatch sw(ctx_.times.expert_compute);
-        struct Work {
-            WeightMatrix gate, up, down;
-            std::vector<float> x, g, u, y;
-            MatmulInput in, act;
-            const std::vector<std::pair<int64_t, float>>* tokens;
-        };
-        std::vector<Work> work(count);
+        std::vector<ExpertWork>& work = expert_work_;   // buffers kept between calls
+        work.resize(count);
         for (size_t i = 0; i < count; ++i) {
-            Work& wk = work[i];
+            ExpertWork& wk = work[i];
             const std::byte* b = blocks[first + i];
             wk.gate = WeightMatrix::from_record(b + layout.gate_offset, layout.gate);
             wk.up = WeightMatrix::from_record(b + layout.up_offset, layout.up);
             wk.down = WeightMatrix::from_record(b + layout.down_offset, layout.down);
             wk.tokens = &assigned[experts[first + i]];
             const int64_t m = static_cast<int64_t>(wk.tokens->size());
-            wk.x.resize(static_cast<size_t>(m * H));
-            for (int64_t j = 0; j < m; ++j)
-                std::copy_n(h_.data() + (*wk.tokens)[j].first * H, H, wk.x.data() + j * H);
             wk.g.resize(static_cast<size_t>(m * I));
             wk.u.resize(static_cast<size_t>(m * I));
             wk.y.resize(static_cast<size_t>(m * H));
-            wk.in.reset(wk.x.data(), m, H);
-            wk.in.prepare(wk.gate);
-            wk.in.prepare(wk.up);
+            if (m == n) {   // every token of the batch, in order (always when decoding): share h_
+                wk.in = &all_tokens;
+            } else {
+                wk.x.resize(static_cast<size_t>(m * H));
+                for (int64_t j = 0; j < m; ++j)
+                    std::copy_n(h_.data() + (*wk.tokens)[j].first * H, H, wk.x.data() + j * H);
+                wk.own_in.reset(wk.x.data(), m, H);
+                wk.in = &wk.own_in;
+            }
+            wk.in->prepare(wk.gate);
+            wk.in->prepare(wk.up);
             ctx_.times.flops += matmul_flops(wk.gate, m) * 3;
             ctx_.times.expert_flops += matmul_flops(wk.gate, m) * 3;
             ctx_.times.weight_bytes += wk.gate.bytes() * 3;
@@ -276,18 +286,20 @@ void GqaMoeDecoder::moe_ffn(int64_t l, const LayerWeights& lw, int64_t n) {
             });
         };
         // gate and up rows, then SwiGLU on the same rows
-        over_row_blocks(I, [&](Work& wk, int64_t r0, int64_t r1) {
-            matmul_rows(wk.gate, wk.in, wk.g.data(), I, r0, r1);
-            matmul_rows(wk.up, wk.in, wk.u.data(), I, r0, r1);
-            for (int64_t j = 0; j < wk.in.n; ++j)
+        over_row_blocks(I, [&](ExpertWork& wk, int64_t r0, int64_t r1) {
+            matmul_rows(wk.gate, *wk.in, wk.g.data(), I, r0, r1);
+            matmul_rows(wk.up, *wk.in, wk.u.data(), I, r0, r1);
+            for (int64_t j = 0; j < wk.in->n; ++j)
                 swiglu(wk.g.data() + j * I + r0, wk.u.data() + j * I + r0, wk.g.data() + j * I + r0, r1 - r0);
         });
-        for (Work& wk : work) {
-            wk.act.reset(wk.g.data(), wk.in.n, I);
+        for (ExpertWork& wk : work) {
+            wk.act.reset(wk.g.data(), wk.in->n, I);
             wk.act.prepare(wk.down);
         }
-        over_row_blocks(H, [&](Work& wk, int64_t r0, int64_t r1) { matmul_rows(wk.down, wk.act, wk.y.data(), H, r0, r1); });
-        for (Work& wk : work)
+        over_row_blocks(H, [&](ExpertWork& wk, int64_t r0, int64_t r1) {
+            matmul_rows(wk.down, wk.act, wk.y.data(), H, r0, r1);
+        });
+        for (ExpertWork& wk : work)
             for (size_t j = 0; j < wk.tokens->size(); ++j) {
                 const auto [t, weight] = (*wk.tokens)[j];
                 float* out = ffn_.data() + t * H;

@@ -164,6 +164,12 @@ TEST(EngineState, ForeignDamagedAndOversizedStatesAreRefused) {
     fs::resize_file(truncated, fs::file_size(truncated) - 9);
     EXPECT_NE(test::error_of([&] { b->state_load(truncated.string()); }).find("size: expected"), std::string::npos);
 
+    const fs::path not_state = dir.path() / "m.state";
+    fs::copy_file(state, not_state);
+    flip_byte(not_state, 0);
+    EXPECT_NE(test::error_of([&] { b->state_load(not_state.string()); }).find("m.state: not a moepack state file (bad magic)"),
+              std::string::npos);
+
     const fs::path future = dir.path() / "f.state";
     fs::copy_file(state, future);
     flip_byte(future, 8);   // version 1 -> 0x5b

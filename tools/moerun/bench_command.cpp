@@ -87,8 +87,6 @@ int run(BenchOptions& o) {
         return s.phases.expert_flops / (batched ? expert_prefill_rate : expert_rate) +
                (s.phases.flops - s.phases.expert_flops) / (batched ? dense_prefill_rate : dense_rate);
     };
-    const double decode_rate = expert_rate, prefill_rate = expert_prefill_rate;
-
     const double g = static_cast<double>(o.gen);
     const double decode_s = static_cast<double>(decode.decode_ns) / 1e9 / g;
     const double bytes_disk = static_cast<double>(decode.experts.bytes_read) / g;
@@ -132,8 +130,8 @@ int run(BenchOptions& o) {
          {{"memory_read_gb_s", mem_bw / 1e9},
           {"expert_read_gb_s", read_bw / 1e9},
           {"direct_io", o.run.engine.direct_io},
-          {"expert_kernel_gflop_s", decode_rate / 1e9},
-          {"expert_prefill_kernel_gflop_s", prefill_rate / 1e9},
+          {"expert_kernel_gflop_s", expert_rate / 1e9},
+          {"expert_prefill_kernel_gflop_s", expert_prefill_rate / 1e9},
           {"dense_kernel_gflop_s", dense_rate / 1e9},
           {"dense_prefill_kernel_gflop_s", dense_prefill_rate / 1e9}}},
         {"decode_bound_ms_per_token", bound * 1e3},
@@ -156,8 +154,8 @@ int run(BenchOptions& o) {
                 static_cast<double>(j["rss_rule_bytes"].get<uint64_t>()) / 1e6);
     std::printf("%-28s memory %.1f GB/s, expert reads %.2f GB/s%s, kernels %.0f / %.0f GFLOP/s (experts, dense; "
                 "decode) %.0f / %.0f (prefill)\n",
-                "machine", mem_bw / 1e9, read_bw / 1e9, o.run.engine.direct_io ? " (O_DIRECT)" : "", decode_rate / 1e9,
-                dense_rate / 1e9, prefill_rate / 1e9, dense_prefill_rate / 1e9);
+                "machine", mem_bw / 1e9, read_bw / 1e9, o.run.engine.direct_io ? " (O_DIRECT)" : "", expert_rate / 1e9,
+                dense_rate / 1e9, expert_prefill_rate / 1e9, dense_prefill_rate / 1e9);
     std::printf("%s\n", j.dump().c_str());
     return 0;
 }
