@@ -255,9 +255,12 @@ BuildResult build_pack(const BuildRequest& r) {
     };
     if (r.progress) r.progress(0, source_total);
     // The weights file (mostly I/O) is written while the experts (mostly compute) are encoded.
+    // A piece is recorded and announced under one lock, so that the pieces recorded are
+    // exactly those announced (after_piece may end the process).
     std::mutex piece_mutex;
-    auto finished = [&](const std::string& piece) {
+    auto finished = [&](const std::string& piece, const json& entry) {
         std::lock_guard lock(piece_mutex);
+        record_piece(staging, piece, entry, job);
         if (r.after_piece) r.after_piece(piece);
     };
     std::future<void> weights_job;
@@ -267,8 +270,7 @@ BuildResult build_pack(const BuildRequest& r) {
         } else {
             weights_job = std::async(std::launch::async, [&] {
                 weights_entry = write_weights(plan, staging, threads, progress);
-                record_piece(staging, std::string(pack::kWeightsName), *weights_entry, job);
-                finished(std::string(pack::kWeightsName));
+                finished(std::string(pack::kWeightsName), *weights_entry);
             });
             ++result.pieces_written;
         }
@@ -286,9 +288,8 @@ BuildResult build_pack(const BuildRequest& r) {
                 }
                 layer_entries[i] = write_expert_layer(plan, i, *expert_source, staging, threads, progress);
                 const std::string file = layer_entries[i]->at("file").get<std::string>();
-                record_piece(staging, file, *layer_entries[i], job);
                 ++result.pieces_written;
-                finished(file);
+                finished(file, *layer_entries[i]);
             }
         } catch (...) {
             experts_error = std::current_exception();
