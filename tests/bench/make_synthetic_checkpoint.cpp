@@ -1,7 +1,10 @@
 // Writes a synthetic qwen3_moe checkpoint with real layer shapes and random bf16 weights
 // (default: Qwen3-30B-A3B's: hidden 2048, 32/4 heads of 128, 128 experts of 768, vocab
 // 151936), one shard per decoder layer plus one for embeddings and head, streamed to disk
-// so that any size fits in a few MB of memory. Norm weights are near 1. For benchmarks only.
+// so that any size fits in a few MB of memory. Norm weights are near 1 and embedding rows are
+// large next to what the random layers add to them, so every token's hidden state stays its
+// own and routing is near uniform across tokens (the expert caches' worst case, as with
+// varied real text). For benchmarks only.
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <cstdio>
@@ -59,10 +62,14 @@ void write_shard(const std::filesystem::path& path, const std::vector<Tensor>& t
     for (const auto& t : tensors) {
         for (uint64_t left = t.bytes(); left > 0;) {
             fill_random(buf, state);
-            // norm weights near 1, as in trained models (tiny random norms would make every
-            // token's hidden state alike, and so its routing)
+            // Norm weights near 1, as in trained models. Embeddings 2^7 times the other
+            // weights' magnitudes: random attention averages over the context, which makes
+            // its output alike for every token; with small embeddings that common part
+            // dominates the residual stream and every token routes to the same few experts.
             if (t.shape.size() == 1)
                 for (auto& v : buf) v = static_cast<uint16_t>(0x3F80 + (v & 0x0F));   // 1.0 .. 1.12
+            else if (t.name == "model.embed_tokens.weight")
+                for (auto& v : buf) v = static_cast<uint16_t>(v + (7 << 7));           // exponent + 7
             const uint64_t take = std::min<uint64_t>(left, buf.size() * 2);
             out.write(reinterpret_cast<const char*>(buf.data()), static_cast<std::streamsize>(take));
             left -= take;
