@@ -1,5 +1,5 @@
 // Portable matrix products (see matmul.hpp), the preparation of inputs, and the dispatch to
-// the instruction-set specific kernels (matmul_avx2.cpp, matmul_avx512.cpp), for which the
+// the instruction-set specific kernels (matmul_avx2.cpp, matmul_avx512.cpp, matmul_amx.cpp), for which the
 // portable code is the fallback and the reference. One input row (decode) uses a fused
 // decode-and-dot per group; several input rows (prefill) decode each weight row once into a
 // small buffer and reuse it for every input row.
@@ -187,12 +187,20 @@ void MatmulInput::reset(const float* input, int64_t rows, int64_t columns) {
     cols = columns;
     group = 0;
     groups = 0;
+    x_tiles.clear();
 }
 
 void MatmulInput::prepare(const WeightMatrix& w) {
     if (w.format != WeightFormat::affine || group == w.group_size) return;
     group = w.group_size;
     groups = (cols + group - 1) / group;
+    if (n >= detail::kPrefillMinInputs) {   // the prefill kernels decode whole rows: no sums
+        group_sums.clear();
+        xq.clear();
+        x_scales.clear();
+        if (matmul_isa() == MatmulIsa::amx && x_tiles.empty()) detail::prepare_amx_input(x, n, cols, x_tiles);
+        return;
+    }
     group_sums.assign(static_cast<size_t>(n * groups), 0.0f);
     for (int64_t t = 0; t < n; ++t)
         for (int64_t g = 0; g < groups; ++g) {
@@ -202,7 +210,7 @@ void MatmulInput::prepare(const WeightMatrix& w) {
         }
     xq.clear();
     x_scales.clear();
-    if (n >= detail::kPrefillMinInputs || !detail::int8_group_ok(group)) return;
+    if (!detail::int8_group_ok(group)) return;
     xq.assign(static_cast<size_t>(n * groups * group), 0);
     x_scales.assign(static_cast<size_t>(n * groups), 0.0f);
     for (int64_t t = 0; t < n; ++t)
@@ -231,7 +239,7 @@ MatmulIsa detect_isa() {
     const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
     if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
-        return MatmulIsa::avx512;
+        return detail::amx_usable() ? MatmulIsa::amx : MatmulIsa::avx512;
     if (avx2) return MatmulIsa::avx2;
 #endif
     return MatmulIsa::portable;
@@ -260,6 +268,7 @@ const char* matmul_isa_name(MatmulIsa isa) {
         case MatmulIsa::portable: return "portable";
         case MatmulIsa::avx2: return "avx2";
         case MatmulIsa::avx512: return "avx512";
+        case MatmulIsa::amx: return "amx";
     }
     return "?";
 }
@@ -268,6 +277,9 @@ void matmul_rows(const WeightMatrix& w, const MatmulInput& in, float* y, int64_t
                  int64_t row_end) {
     if (row_begin >= row_end) return;
     const MatmulIsa isa = matmul_isa();
+    if (isa >= MatmulIsa::amx && in.n >= detail::kPrefillMinInputs &&
+        detail::matmul_rows_amx(w, in, y, y_stride, row_begin, row_end))
+        return;
     if (isa >= MatmulIsa::avx512 && detail::matmul_rows_avx512(w, in, y, y_stride, row_begin, row_end)) return;
     if (isa >= MatmulIsa::avx2 && detail::matmul_rows_avx2(w, in, y, y_stride, row_begin, row_end)) return;
     if (in.n == 1 || w.format == WeightFormat::f32 || w.format == WeightFormat::bf16) {

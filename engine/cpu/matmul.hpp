@@ -42,7 +42,8 @@ public:
 
     const float* x = nullptr;
     int64_t n = 0, cols = 0;
-    // Filled by prepare() for affine weights of group size `group`.
+    // Filled by prepare() for affine weights of group size `group` when n is small enough for
+    // the decode kernels (kPrefillMinInputs).
     int group = 0;
     int64_t groups = 0;
     std::vector<float> group_sums;         // [n, groups]
@@ -52,12 +53,19 @@ public:
     // is padded with zeros to `group` values.
     std::vector<int8_t> xq;                // [n, groups * group]
     std::vector<float> x_scales;           // [n, groups]
+    // For the AMX kernels (affine weights, from kPrefillMinInputs inputs on, when they are the
+    // kernels in use): X rounded to bf16 in the layout of their B tiles: blocks of 16 inputs,
+    // each [cols / 2][16 inputs][2] (pairs of consecutive columns per input), cols rounded up
+    // to 32 and missing inputs padded with zeros.
+    std::vector<uint16_t> x_tiles;
 };
 
 // Which kernels the products use. The default is the best the CPU supports; set_matmul_isa()
 // picks a lower one (tests compare them, benchmarks measure them); a request above what the
 // CPU supports is lowered to that. Process-wide; not for use while products run.
-enum class MatmulIsa { portable = 0, avx2 = 1, avx512 = 2 };   // avx2: AVX2+FMA+F16C; avx512: F/BW/VL/VNNI
+// avx2: AVX2+FMA+F16C; avx512: F/BW/VL/VNNI; amx: avx512 plus AMX-BF16 tiles for the
+// products of affine weights with several inputs (bf16 inputs: not float32-exact).
+enum class MatmulIsa { portable = 0, avx2 = 1, avx512 = 2, amx = 3 };
 MatmulIsa matmul_best_isa();
 MatmulIsa matmul_isa();
 void set_matmul_isa(MatmulIsa isa);

@@ -6,6 +6,7 @@
 #include <xmmintrin.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "matmul.hpp"
 
@@ -26,6 +27,14 @@ bool matmul_rows_avx2(const WeightMatrix& w, const MatmulInput& in, float* y, in
                       int64_t row_end);
 bool matmul_rows_avx512(const WeightMatrix& w, const MatmulInput& in, float* y, int64_t y_stride,
                         int64_t row_begin, int64_t row_end);
+bool matmul_rows_amx(const WeightMatrix& w, const MatmulInput& in, float* y, int64_t y_stride, int64_t row_begin,
+                     int64_t row_end);
+
+// Whether this CPU has AMX-BF16 (with AVX512-BF16) and the kernel granted this process the
+// tile state (asked once).
+bool amx_usable();
+// MatmulInput::x_tiles from X [n, cols].
+void prepare_amx_input(const float* x, int64_t n, int64_t cols, std::vector<uint16_t>& tiles);
 
 // Rows are short (2-bit codes of 2048 columns: 512 bytes) and come from three places (codes,
 // scales, biases): the decode kernels prefetch kPrefetchRows ahead, which uses more of the

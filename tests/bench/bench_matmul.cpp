@@ -4,6 +4,7 @@
 //            in L2/L3 when it fits) and for copies of it cycling through ~1 GB ("ram": every
 //            product reads from memory);
 //   n = 128: GFLOP/s (2 rows x cols x n per product), hot.
+// First the fixed cost of one fork-join of the thread pool.
 // Each for 1 thread and for --threads threads. Weights are filler values (valid bf16
 // scales, biases and weights; kernel timing does not depend on the values).
 #include <CLI/CLI.hpp>
@@ -69,14 +70,14 @@ int main(int argc, char** argv) {
     app.add_option("--threads", threads, "threads of the multi-threaded runs (default: all)");
     app.add_option("--seconds", seconds, "minimum time per measurement");
     app.add_option("--ram-mb", ram_mb, "size of the set of matrices of the RAM measurement");
-    app.add_option("--isa", isa_name, "kernels: portable, avx2 or avx512 (default: the best the CPU has)");
+    app.add_option("--isa", isa_name, "kernels: portable, avx2, avx512 or amx (default: the best the CPU has)");
     app.add_option("--shape", only, "only this shape (expert_gate_up, expert_down, attn_q, attn_o, lm_head)");
     app.add_flag("--no-prefill", skip_prefill, "skip the n = 128 measurements");
     CLI11_PARSE(app, argc, argv);
 
     if (!isa_name.empty()) {
         bool found = false;
-        for (const MatmulIsa i : {MatmulIsa::portable, MatmulIsa::avx2, MatmulIsa::avx512})
+        for (const MatmulIsa i : {MatmulIsa::portable, MatmulIsa::avx2, MatmulIsa::avx512, MatmulIsa::amx})
             if (isa_name == matmul_isa_name(i)) {
                 set_matmul_isa(i);
                 found = true;
@@ -110,6 +111,10 @@ int main(int argc, char** argv) {
     std::vector<float> y(static_cast<size_t>(128) * 151936);
 
     ThreadPool one(1), all(threads);
+    // The fixed cost of one parallel loop (a decode step runs several per layer): one empty
+    // chunk per thread.
+    const double t_fork = time_per_call(seconds, [&](int64_t) { all.parallel_for(threads, 1, [](int64_t, int64_t) {}); });
+    std::printf("fork-join: %.2f us per parallel loop of %d threads\n", t_fork * 1e6, threads);
     std::printf("%-15s %5s %4s %7s %3s %11s %9s %9s\n", "shape", "bits", "n", "data", "thr", "us/product",
                 "GB/s", "GFLOP/s");
     for (const Shape& s : kShapes) {

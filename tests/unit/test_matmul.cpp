@@ -29,6 +29,11 @@
 //    larger where one value dominates its group's x or where |b_g| >> |w_c|, which is why the
 //    test uses Q itself rather than a fixed fraction of sum |w||x|. Q is a worst case; the test
 //    also checks that the errors have the size of independent roundings (see check_product).
+//
+//  * AMX kernels (affine weights, from kPrefillMinInputs inputs on, group sizes that are
+//    multiples of 32): each weight, decoded in float32 (error u|w|), and each input are
+//    rounded to bf16 (relative error at most 2^-9 each; the product's at most
+//    2^-8 + 2^-18), and the sums are float32: |error| <= (2^-8 + 2^-18 + (m + 2) u) A.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -143,29 +148,41 @@ std::vector<float> make_inputs(int64_t n, int64_t cols, uint32_t seed) {
 }
 
 struct Expected {
-    std::vector<double> y, float_tol, int8_tol;   // [n, rows]
+    std::vector<double> y, float_tol, int8_tol, bf16_tol;   // [n, rows]
     std::vector<double> int8_var;                 // [n, rows]: expected variance of the int8 error
+    std::vector<double> bf16_var;                 // [n, rows]: expected variance of the bf16 error
 };
 
 Expected reference(const TestMatrix& m, const std::vector<float>& x, int64_t n) {
     const int64_t rows = m.w.rows, cols = m.w.cols;
     const int group = m.w.format == WeightFormat::affine ? m.w.group_size : 32;
     const double chain = static_cast<double>(cols) / 8 + static_cast<double>(cols) / 32 + 32;
+    // the AMX kernels round inputs to bf16 (relative error 2^-9) and weights to bf16, or for
+    // 8-bit weights to a sum of two bf16 (2^-17)
+    const double weight_rel = m.w.bits == 8 ? 1.0 / 131072 : 1.0 / 512;
+    const double bf16_rel = 1.0 / 512 + weight_rel + weight_rel / 512;
+    const int bf16_roundings = m.w.bits == 8 ? 1 : 2;
     Expected e;
     e.y.assign(static_cast<size_t>(n * rows), 0.0);
     e.float_tol = e.y;
     e.int8_tol = e.y;
+    e.bf16_tol = e.y;
     e.int8_var = e.y;
+    e.bf16_var = e.y;
     for (int64_t t = 0; t < n; ++t) {
         const float* xt = x.data() + t * cols;
         for (int64_t r = 0; r < rows; ++r) {
-            double y = 0, a = 0, q = 0, var = 0;
+            double y = 0, a = 0, q = 0, var = 0, var16 = 0;
             for (int64_t g0 = 0; g0 < cols; g0 += group) {
                 const int64_t g1 = std::min<int64_t>(cols, g0 + group);
                 double amax = 0, qsum = 0, q2sum = 0;
                 for (int64_t c = g0; c < g1; ++c) {
                     const size_t i = static_cast<size_t>(r * cols + c);
                     y += m.value[i] * xt[c];
+                    // roundings to bf16 (the input's, and the weight's below 8 bits), each
+                    // uniform within half an ulp of 2^(e-7): variance 2^(2e-14) / 12, about
+                    // v^2 2^-16 / 6 for significands spread over [1, 2)
+                    var16 += m.value[i] * m.value[i] * xt[c] * xt[c] * bf16_roundings / 6 / 65536;
                     a += (m.abs_qs[i] + m.abs_b[i]) * std::fabs(xt[c]);
                     amax = std::max(amax, std::fabs(static_cast<double>(xt[c])));
                     if (!m.q.empty()) {
@@ -183,7 +200,9 @@ Expected reference(const TestMatrix& m, const std::vector<float>& x, int64_t n) 
             e.y[o] = y;
             e.float_tol[o] = (chain + 1) * kU * a;
             e.int8_tol[o] = 1.001 / 254 * q + e.float_tol[o];
+            e.bf16_tol[o] = bf16_rel * a + e.float_tol[o] + kU * a;
             e.int8_var[o] = var;
+            e.bf16_var[o] = var16;
         }
     }
     return e;
@@ -211,8 +230,9 @@ const char* format_name(WeightFormat f) {
 }
 
 // Runs the product with every kernel set and checks every output against its bound.
-// With chi2_per_output, also stores the mean square of the int8 kernels' errors relative to
-// their expected variance (the largest over the kernel sets that use int8 inputs; 0 if none).
+// With chi2_per_output, also stores the mean square of the int8 or bf16 kernels' errors
+// relative to their expected variance (the largest over the kernel sets that use int8 or
+// bf16 inputs; 0 if none).
 void check_product(WeightFormat format, int64_t rows, int64_t cols, int bits, int group, int64_t n, uint32_t seed,
                    double* chi2_per_output = nullptr) {
     if (chi2_per_output) *chi2_per_output = 0;
@@ -224,19 +244,22 @@ void check_product(WeightFormat format, int64_t rows, int64_t cols, int bits, in
         set_matmul_isa(isa);
         const bool int8 = isa != MatmulIsa::portable && format == WeightFormat::affine &&
                           n < detail::kPrefillMinInputs && detail::int8_group_ok(group);
+        const bool bf16 = isa == MatmulIsa::amx && format == WeightFormat::affine &&
+                          n >= detail::kPrefillMinInputs && group % 32 == 0;
         MatmulInput in(x.data(), n, cols);
         in.prepare(m.w);
         std::vector<float> y(static_cast<size_t>(n * rows), std::nanf(""));
         matmul_rows(m.w, in, y.data(), rows, 0, rows);
         int bad = 0;
         double chi2 = 0;
+        const std::vector<double>& var = bf16 ? e.bf16_var : e.int8_var;
         for (size_t i = 0; i < y.size(); ++i) {
-            if (e.int8_var[i] > 0) {
+            if (var[i] > 0) {
                 const double d = static_cast<double>(y[i]) - e.y[i];
-                chi2 += d * d / e.int8_var[i];
+                chi2 += d * d / var[i];
             }
             if (bad >= 5) continue;
-            const double tol = int8 ? e.int8_tol[i] : e.float_tol[i];
+            const double tol = int8 ? e.int8_tol[i] : bf16 ? e.bf16_tol[i] : e.float_tol[i];
             const double err = std::fabs(static_cast<double>(y[i]) - e.y[i]);
             if (!(err <= tol)) {
                 ++bad;
@@ -246,7 +269,7 @@ void check_product(WeightFormat format, int64_t rows, int64_t cols, int bits, in
                               << " > bound " << tol;
             }
         }
-        if (chi2_per_output && int8)
+        if (chi2_per_output && (int8 || bf16))
             *chi2_per_output = std::max(*chi2_per_output, chi2 / static_cast<double>(y.size()));
     }
 }
@@ -295,6 +318,22 @@ TEST(Matmul, AffineInt8ErrorsAreRoundingErrors) {
             EXPECT_GT(mean, 0.3) << "bits " << bits << " group " << group;
             EXPECT_LT(mean, 1.6) << "bits " << bits << " group " << group;
         }
+}
+
+// The same for the AMX kernels' bf16 roundings (a scale 1% off would also pass their
+// worst-case bound).
+TEST(Matmul, AffineBf16ErrorsAreRoundingErrors) {
+    if (matmul_best_isa() != MatmulIsa::amx) GTEST_SKIP() << "no AMX kernels on this CPU";
+    for (const int bits : {2, 4, 8}) {
+        double mean = 0;
+        for (uint32_t seed = 0; seed < 4; ++seed) {
+            double chi2 = 0;
+            check_product(WeightFormat::affine, 64, 1024, bits, 64, 20, seed * 100 + bits, &chi2);
+            mean += chi2 / 4;
+        }
+        EXPECT_GT(mean, 0.3) << "bits " << bits;
+        EXPECT_LT(mean, 1.6) << "bits " << bits;
+    }
 }
 
 TEST(Matmul, RowRangesWriteOnlyTheirRows) {
@@ -364,7 +403,7 @@ TEST(Matmul, IsaSelection) {
     IsaGuard guard;
     set_matmul_isa(MatmulIsa::portable);
     EXPECT_EQ(matmul_isa(), MatmulIsa::portable);
-    set_matmul_isa(MatmulIsa::avx512);   // lowered to what the CPU has
+    set_matmul_isa(MatmulIsa::amx);   // lowered to what the CPU has
     EXPECT_EQ(matmul_isa(), matmul_best_isa());
 }
 

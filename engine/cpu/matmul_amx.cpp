@@ -1,0 +1,250 @@
+// AMX kernels of the matrix products with several inputs (prefill) of affine weights, on CPUs
+// with AMX-BF16 (dispatched from matmul.cpp; what they do not handle falls back to the
+// AVX-512 kernels).
+//
+// The tile unit multiplies A [16 x 32 bf16] by B [32 x 16 bf16] into C [16 x 16 float32]
+// (TDPBF16PS: pairs of products summed in float32). Here A is 16 weight rows, decoded once
+// per block of 32 rows into a per-thread bf16 buffer (w = q * s + b in float32, rounded to
+// bf16); B is 16 inputs, converted to bf16 once per product by MatmulInput::prepare into
+// the tile layout (x_tiles, below); C accumulates over all the columns. Four C tiles hold a
+// block of 32 rows x 32 inputs, so each A and B tile loaded serves two products.
+//
+// Accuracy: inputs are rounded to bf16 (relative error at most 2^-9), the sums are float32.
+// Weights of 2 and 4 bits are rounded to bf16 too: at most 2^-9 of |w|, a few percent of a
+// quantisation step. For 8-bit weights that rounding would be up to half a step and double
+// their error, so each weight is held as the sum of two bf16 values (hi, the rounded weight,
+// and lo, the rounded remainder: relative error 2^-17) and the tiles multiply twice as many
+// columns, hi then lo, against the same inputs. tests/unit/test_matmul.cpp states and checks
+// the bounds.
+//
+// Linux grants the AMX tile state to a process only on request (arch_prctl
+// ARCH_REQ_XCOMP_PERM); amx_usable() asks once, and the kernels are used only if granted.
+// Target attributes rather than compiler flags for the file: see matmul_avx2.cpp.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "matmul_kernels.hpp"
+
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "unpack_avx512.hpp"
+
+#define MOEPACK_AMX \
+    __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bf16,amx-tile,amx-bf16")))
+
+namespace moepack::engine::detail {
+
+namespace {
+
+constexpr int64_t kTile = 16;     // rows of A and C; inputs of B and C
+constexpr int64_t kTileK = 32;    // bf16 columns of A per tile (64 bytes)
+
+// The tile configuration (palette 1): tiles 0..3 are C (row block i, input block j in tile
+// 2i + j), 4 and 5 are A (the two row blocks), 6 and 7 are B (the two input blocks).
+struct alignas(64) TileConfig {
+    uint8_t palette = 1, start_row = 0;
+    uint8_t reserved[14] = {};
+    uint16_t bytes_per_row[16] = {};
+    uint8_t rows[16] = {};
+};
+
+MOEPACK_AMX void load_tile_config() {
+    TileConfig c;
+    for (int i = 0; i < 8; ++i) {
+        c.rows[i] = kTile;
+        c.bytes_per_row[i] = 64;
+    }
+    _tile_loadconfig(&c);
+}
+
+// Whether weights of this width are held as hi + lo (see the top of the file).
+template <int Bits>
+constexpr int64_t kWeightParts = Bits == 8 ? 2 : 1;
+
+// 16 bf16 values as float32 (the 16 bits become the high half).
+MOEPACK_AMX inline __m512 widen_bf16x16(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+// 32 float32 weights (lanes 0..15 from first, 16..31 from second) as bf16 at out[0, 32) and,
+// with two parts, their remainders w - bf16(w) as bf16 at remainder[0, 32).
+template <int64_t Parts>
+MOEPACK_AMX inline void store_bf16x32(uint16_t* out, uint16_t* remainder, __m512 first, __m512 second) {
+    const __m512bh v = _mm512_cvtne2ps_pbh(second, first);
+    std::memcpy(out, &v, 64);
+    if constexpr (Parts == 2) {
+        const __m512i bits = _mm512_loadu_si512(&v);
+        // bf16 -> float32: the 16 bits become the high half
+        const __m512 first_rounded = widen_bf16x16(_mm512_castsi512_si256(bits));
+        const __m512 second_rounded = widen_bf16x16(_mm512_extracti64x4_epi64(bits, 1));
+        const __m512bh r = _mm512_cvtne2ps_pbh(_mm512_sub_ps(second, second_rounded), _mm512_sub_ps(first, first_rounded));
+        std::memcpy(remainder, &r, 64);
+    }
+}
+
+// 16 codes (bytes) of columns [col, col + 16) as float32 weights of group g; zero from w.cols on.
+MOEPACK_AMX inline __m512 decode16(const WeightMatrix& w, __m128i codes, int64_t col, const uint16_t* s,
+                                   const uint16_t* b) {
+    if (col >= w.cols) return _mm512_setzero_ps();
+    const int64_t g = col / w.group_size;
+    const __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(codes)), _mm512_set1_ps(bf16f(s[g])),
+                                     _mm512_set1_ps(bf16f(b[g])));
+    const int64_t valid = std::min<int64_t>(16, w.cols - col);
+    return valid == 16 ? v : _mm512_maskz_mov_ps(static_cast<__mmask16>((1u << valid) - 1), v);
+}
+
+// Row r of w decoded to bf16 in out[0, padded), zeros from w.cols on (padded: w.cols rounded
+// up to kTileK), and with two parts the remainders in out[padded, 2 padded). The group size
+// is a multiple of 32, so 16 columns never straddle groups.
+template <int Bits>
+MOEPACK_AMX void decode_row_bf16(const WeightMatrix& w, int64_t r, int64_t padded, uint16_t* out) {
+    constexpr int64_t parts = kWeightParts<Bits>;
+    const int64_t groups = (w.cols + w.group_size - 1) / w.group_size;
+    const int64_t row_bytes = (w.cols * Bits + 31) / 32 * 4;
+    const uint8_t* codes = reinterpret_cast<const uint8_t*>(w.data) + r * row_bytes;
+    const uint16_t* s = w.scales + r * groups;
+    const uint16_t* b = w.biases + r * groups;
+    uint16_t* remainder = out + padded;
+    for (int64_t c = 0; c < padded; c += 64) {   // c < w.cols: padded < w.cols + 32
+        const int64_t left = w.cols - c;
+        const __m512i q = left >= 64 ? unpack64<Bits>(codes + c * Bits / 8) : unpack64_tail<Bits>(codes + c * Bits / 8, left);
+        store_bf16x32<parts>(out + c, remainder + c, decode16(w, _mm512_castsi512_si128(q), c, s, b),
+                             decode16(w, _mm512_extracti32x4_epi32(q, 1), c + 16, s, b));
+        if (c + 32 < padded)
+            store_bf16x32<parts>(out + c + 32, remainder + c + 32, decode16(w, _mm512_extracti32x4_epi32(q, 2), c + 32, s, b),
+                                 decode16(w, _mm512_extracti32x4_epi32(q, 3), c + 48, s, b));
+    }
+}
+
+// C tiles += A (one or two row blocks at a, rows a_stride bf16 apart) x B (one or two input
+// blocks of `steps` tiles of kTileK columns), once per part of the weights (part p of a row
+// starts p * steps * kTileK columns in); then C is stored to c [4][16][16].
+template <bool TwoRowBlocks, bool TwoInputBlocks>
+MOEPACK_AMX void tile_products(const uint16_t* a, int64_t a_stride, const uint16_t* b0, const uint16_t* b1,
+                               int64_t steps, int64_t parts, float* c) {
+    const int64_t a_bytes = a_stride * 2;
+    _tile_zero(0);
+    if constexpr (TwoInputBlocks) _tile_zero(1);
+    if constexpr (TwoRowBlocks) _tile_zero(2);
+    if constexpr (TwoRowBlocks && TwoInputBlocks) _tile_zero(3);
+    for (int64_t p = 0; p < parts; ++p)
+        for (int64_t k = 0; k < steps; ++k) {
+            const uint16_t* ak = a + (p * steps + k) * kTileK;
+            _tile_loadd(4, ak, a_bytes);
+            if constexpr (TwoRowBlocks) _tile_loadd(5, ak + kTile * a_stride, a_bytes);
+            _tile_loadd(6, b0 + k * kTile * kTileK, 64);
+            if constexpr (TwoInputBlocks) _tile_loadd(7, b1 + k * kTile * kTileK, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            if constexpr (TwoInputBlocks) _tile_dpbf16ps(1, 4, 7);
+            if constexpr (TwoRowBlocks) _tile_dpbf16ps(2, 5, 6);
+            if constexpr (TwoRowBlocks && TwoInputBlocks) _tile_dpbf16ps(3, 5, 7);
+        }
+    _tile_stored(0, c, 64);
+    if constexpr (TwoInputBlocks) _tile_stored(1, c + 256, 64);
+    if constexpr (TwoRowBlocks) _tile_stored(2, c + 512, 64);
+    if constexpr (TwoRowBlocks && TwoInputBlocks) _tile_stored(3, c + 768, 64);
+}
+
+template <int Bits>
+MOEPACK_AMX void affine_rows_amx(const WeightMatrix& w, const MatmulInput& in, float* y, int64_t y_stride, int64_t r0,
+                                 int64_t r1) {
+    constexpr int64_t parts = kWeightParts<Bits>;
+    const int64_t padded = (w.cols + kTileK - 1) / kTileK * kTileK, steps = padded / kTileK;
+    const int64_t stride = parts * padded;   // bf16 per decoded row
+    const int64_t blocks = (in.n + kTile - 1) / kTile;
+    thread_local std::vector<uint16_t> a;   // 2 x 16 decoded rows
+    a.resize(static_cast<size_t>(2 * kTile * stride));
+    alignas(64) float c[4 * kTile * kTile];
+    load_tile_config();
+    for (int64_t rb = r0; rb < r1; rb += 2 * kTile) {
+        const int64_t nr = std::min(2 * kTile, r1 - rb);
+        for (int64_t i = 0; i < nr; ++i) decode_row_bf16<Bits>(w, rb + i, padded, a.data() + i * stride);
+        const bool two_rows = nr > kTile;
+        for (int64_t tb = 0; tb < blocks; tb += 2) {
+            const uint16_t* b0 = in.x_tiles.data() + tb * kTile * padded;
+            const bool two_inputs = tb + 1 < blocks;
+            const uint16_t* b1 = two_inputs ? b0 + kTile * padded : nullptr;
+            if (two_rows && two_inputs) tile_products<true, true>(a.data(), stride, b0, b1, steps, parts, c);
+            else if (two_rows) tile_products<true, false>(a.data(), stride, b0, b1, steps, parts, c);
+            else if (two_inputs) tile_products<false, true>(a.data(), stride, b0, b1, steps, parts, c);
+            else tile_products<false, false>(a.data(), stride, b0, b1, steps, parts, c);
+            // C tile (i, j) row rr, column tt is y[input (tb + j) * 16 + tt, row rb + i * 16 + rr]
+            for (int64_t i = 0; i < (two_rows ? 2 : 1); ++i)
+                for (int64_t j = 0; j < (two_inputs ? 2 : 1); ++j) {
+                    const float* tile = c + (2 * i + j) * kTile * kTile;
+                    const int64_t t0 = (tb + j) * kTile, rows = std::min(kTile, nr - i * kTile);
+                    for (int64_t tt = 0; tt < std::min(kTile, in.n - t0); ++tt) {
+                        float* out = y + (t0 + tt) * y_stride + rb + i * kTile;
+                        for (int64_t rr = 0; rr < rows; ++rr) out[rr] = tile[rr * kTile + tt];
+                    }
+                }
+        }
+    }
+    _tile_release();
+}
+
+}  // namespace
+
+bool amx_usable() {
+    static const bool usable = [] {
+        unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+        if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+        const bool tile = (edx & (1u << 24)) != 0, amx_bf16 = (edx & (1u << 22)) != 0;
+        if (!__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) return false;
+        const bool avx512_bf16 = (eax & (1u << 5)) != 0;
+        if (!tile || !amx_bf16 || !avx512_bf16) return false;
+        constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+        return ::syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+    }();
+    return usable;
+}
+
+MOEPACK_AMX void prepare_amx_input(const float* x, int64_t n, int64_t cols, std::vector<uint16_t>& tiles) {
+    const int64_t padded = (cols + kTileK - 1) / kTileK * kTileK;
+    const int64_t blocks = (n + kTile - 1) / kTile;
+    tiles.assign(static_cast<size_t>(blocks * kTile * padded), 0);
+    auto* pairs = reinterpret_cast<uint32_t*>(tiles.data());
+    alignas(64) uint32_t row[kTile];
+    for (int64_t t = 0; t < n; ++t) {
+        const float* xt = x + t * cols;
+        // input t is column t % 16 of its block's B tiles: pair p (columns 2p, 2p + 1) of the
+        // input is at [block][p][t % 16]
+        uint32_t* column = pairs + (t / kTile) * (padded / 2) * kTile + t % kTile;
+        for (int64_t k = 0; k < padded; k += kTileK) {
+            const int64_t lo = std::clamp<int64_t>(cols - k, 0, 16), hi = std::clamp<int64_t>(cols - k - 16, 0, 16);
+            const __m512 a = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << lo) - 1), xt + k);
+            const __m512 b = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << hi) - 1), xt + k + 16);
+            const __m512bh v = _mm512_cvtne2ps_pbh(b, a);
+            std::memcpy(row, &v, 64);
+            for (int64_t p = 0; p < kTile; ++p) column[(k / 2 + p) * kTile] = row[p];
+        }
+    }
+}
+
+MOEPACK_AMX bool matmul_rows_amx(const WeightMatrix& w, const MatmulInput& in, float* y, int64_t y_stride,
+                                 int64_t row_begin, int64_t row_end) {
+    if (w.format != WeightFormat::affine || in.x_tiles.empty() || w.group_size % kTileK != 0) return false;
+    switch (w.bits) {
+        case 2: affine_rows_amx<2>(w, in, y, y_stride, row_begin, row_end); return true;
+        case 4: affine_rows_amx<4>(w, in, y, y_stride, row_begin, row_end); return true;
+        case 8: affine_rows_amx<8>(w, in, y, y_stride, row_begin, row_end); return true;
+        default: return false;
+    }
+}
+
+}  // namespace moepack::engine::detail
+
+#else  // not x86-64 Linux: no AMX kernels
+
+namespace moepack::engine::detail {
+bool amx_usable() { return false; }
+void prepare_amx_input(const float*, int64_t, int64_t, std::vector<uint16_t>&) {}
+bool matmul_rows_amx(const WeightMatrix&, const MatmulInput&, float*, int64_t, int64_t, int64_t) { return false; }
+}  // namespace moepack::engine::detail
+
+#endif
