@@ -39,6 +39,7 @@ Engine::Impl::Impl(const std::string& directory, const EngineOptions& o) : optio
     if (o.context < 1) fail("context size must be at least 1, got ", o.context);
     if (o.batch < 1) fail("batch size must be at least 1, got ", o.batch);
     weights = std::make_unique<DenseWeights>(*pack);
+    pool = std::make_unique<ThreadPool>(o.threads);
     if (config.num_moe_layers() > 0) {
         if (!pack->has_experts()) fail(directory, ": the model has MoE layers but the pack has no experts part");
         ExpertStoreOptions so;
@@ -51,9 +52,9 @@ Engine::Impl::Impl(const std::string& directory, const EngineOptions& o) : optio
         so.direct_io = o.direct_io;
         so.verify = o.verify_experts;
         so.io_threads = o.io_threads;
+        so.compute = pool.get();
         experts = std::make_unique<ExpertStore>(*pack, so);
     }
-    pool = std::make_unique<ThreadPool>(o.threads);
     kv = std::make_unique<KvCache>(config.num_layers, o.context, config.num_kv_heads * config.head_dim);
     model = make_model(ModelContext{config, *weights, experts.get(), *pool, *kv, phases});
     last_logits.resize(static_cast<size_t>(config.vocab_size));

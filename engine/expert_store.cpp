@@ -16,6 +16,7 @@
 
 #include "error.hpp"
 #include "hashing.hpp"
+#include "thread_pool.hpp"
 
 namespace moepack::engine {
 
@@ -200,6 +201,7 @@ void ExpertStore::acquire(int64_t layer, std::span<const int32_t> experts, std::
         out[i] = slot_data(slot);
     }
     if (misses.empty()) return;
+    if (options_.compute) options_.compute->rest();
     const auto start = std::chrono::steady_clock::now();
     // Each block is read in parts so that a few misses still keep many requests in flight.
     const uint64_t length = options_.direct_io ? layout().stride : layout().bytes;

@@ -18,6 +18,8 @@
 
 namespace moepack::engine {
 
+class ThreadPool;
+
 struct ExpertStoreOptions {
     uint64_t cache_bytes = 0;   // rounded down to whole slots, at least min_slots
     int64_t min_slots = 1;      // the most experts one acquire() may pin
@@ -25,6 +27,9 @@ struct ExpertStoreOptions {
     bool direct_io = false;
     bool verify = false;        // XXH3 of each expert on its first load
     int io_threads = 16;
+    // The compute threads, sent to sleep while reads are waited for (their polling would
+    // otherwise take the cores the reads need); may be null.
+    ThreadPool* compute = nullptr;
 };
 
 struct ExpertStoreStats {

@@ -58,7 +58,10 @@ void ThreadPool::run_chunks() {
 void ThreadPool::worker_loop() {
     uint64_t seen = 0;
     for (;;) {
-        if (!spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; })) {
+        if (!spin_until([&] {
+                return generation_.load(std::memory_order_acquire) != seen || resting_.load(std::memory_order_relaxed);
+            }) ||
+            generation_.load(std::memory_order_acquire) == seen) {
             std::unique_lock lock(mutex_);
             wake_.wait(lock, [&] { return generation_.load() != seen; });
         }
@@ -82,6 +85,7 @@ void ThreadPool::parallel_for(int64_t count, int64_t grain, const std::function<
     next_.store(0, std::memory_order_relaxed);
     error_ = nullptr;
     busy_.store(static_cast<int>(workers_.size()), std::memory_order_release);
+    resting_.store(false, std::memory_order_relaxed);
     {
         std::lock_guard lock(mutex_);
         generation_.fetch_add(1, std::memory_order_acq_rel);

@@ -1,6 +1,7 @@
 // A fixed pool of compute threads for fork-join loops. The calling thread takes part, so a
 // pool of N threads starts N - 1 workers. Workers poll for 2 ms between loops (a decode step
-// runs hundreds of short loops) and then sleep on a condition variable.
+// runs hundreds of short loops) and then sleep on a condition variable, or at once after
+// rest().
 #pragma once
 
 #include <atomic>
@@ -28,6 +29,10 @@ public:
     // pool; returns when all are done. The first exception thrown by fn is rethrown.
     void parallel_for(int64_t count, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
+    // Sends polling workers to sleep until the next loop: for the calling thread to call
+    // before it waits on other threads (expert reads), which then have the cores.
+    void rest() { resting_.store(true, std::memory_order_relaxed); }
+
 private:
     void worker_loop();
     void run_chunks();
@@ -38,6 +43,7 @@ private:
     std::atomic<uint64_t> generation_{0};
     std::atomic<int> busy_{0};
     std::atomic<bool> stop_{false};
+    std::atomic<bool> resting_{false};
     // The current loop.
     const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
     int64_t count_ = 0, grain_ = 1;

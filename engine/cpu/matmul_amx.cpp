@@ -87,20 +87,15 @@ MOEPACK_AMX inline void store_bf16x32(uint16_t* out, uint16_t* remainder, __m512
     }
 }
 
-// 16 codes (bytes) of columns [col, col + 16) as float32 weights of group g; zero from w.cols on.
-MOEPACK_AMX inline __m512 decode16(const WeightMatrix& w, __m128i codes, int64_t col, const uint16_t* s,
-                                   const uint16_t* b) {
-    if (col >= w.cols) return _mm512_setzero_ps();
-    const int64_t g = col / w.group_size;
-    const __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(codes)), _mm512_set1_ps(bf16f(s[g])),
-                                     _mm512_set1_ps(bf16f(b[g])));
-    const int64_t valid = std::min<int64_t>(16, w.cols - col);
-    return valid == 16 ? v : _mm512_maskz_mov_ps(static_cast<__mmask16>((1u << valid) - 1), v);
+// 16 codes (bytes) as float32 weights q * scale + bias, zero from lane `valid` on.
+MOEPACK_AMX inline __m512 decode16(__m128i codes, __m512 scale, __m512 bias, int64_t valid) {
+    const __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(codes)), scale, bias);
+    if (valid >= 16) return v;
+    return valid <= 0 ? _mm512_setzero_ps() : _mm512_maskz_mov_ps(static_cast<__mmask16>((1u << valid) - 1), v);
 }
 
 // Row r of w decoded to bf16 in out[0, padded), zeros from w.cols on (padded: w.cols rounded
-// up to kTileK), and with two parts the remainders in out[padded, 2 padded). The group size
-// is a multiple of 32, so 16 columns never straddle groups.
+// up to kTileK), and with two parts the remainders in out[padded, 2 padded).
 template <int Bits>
 MOEPACK_AMX void decode_row_bf16(const WeightMatrix& w, int64_t r, int64_t padded, uint16_t* out) {
     constexpr int64_t parts = kWeightParts<Bits>;
@@ -110,14 +105,25 @@ MOEPACK_AMX void decode_row_bf16(const WeightMatrix& w, int64_t r, int64_t padde
     const uint16_t* s = w.scales + r * groups;
     const uint16_t* b = w.biases + r * groups;
     uint16_t* remainder = out + padded;
+    // The group size is a multiple of 32: each run of 32 columns lies in one group, g, of
+    // which `done` columns come before it.
+    int64_t g = 0, done = 0;
     for (int64_t c = 0; c < padded; c += 64) {   // c < w.cols: padded < w.cols + 32
         const int64_t left = w.cols - c;
         const __m512i q = left >= 64 ? unpack64<Bits>(codes + c * Bits / 8) : unpack64_tail<Bits>(codes + c * Bits / 8, left);
-        store_bf16x32<parts>(out + c, remainder + c, decode16(w, _mm512_castsi512_si128(q), c, s, b),
-                             decode16(w, _mm512_extracti32x4_epi32(q, 1), c + 16, s, b));
-        if (c + 32 < padded)
-            store_bf16x32<parts>(out + c + 32, remainder + c + 32, decode16(w, _mm512_extracti32x4_epi32(q, 2), c + 32, s, b),
-                                 decode16(w, _mm512_extracti32x4_epi32(q, 3), c + 48, s, b));
+        for (int half = 0; half < 2 && c + 32 * half < padded; ++half) {
+            const __m512 scale = _mm512_set1_ps(bf16f(s[g])), bias = _mm512_set1_ps(bf16f(b[g]));
+            const int64_t col = c + 32 * half;
+            const __m128i lo = half == 0 ? _mm512_castsi512_si128(q) : _mm512_extracti32x4_epi32(q, 2);
+            const __m128i hi = half == 0 ? _mm512_extracti32x4_epi32(q, 1) : _mm512_extracti32x4_epi32(q, 3);
+            store_bf16x32<parts>(out + col, remainder + col, decode16(lo, scale, bias, w.cols - col),
+                                 decode16(hi, scale, bias, w.cols - col - 16));
+            done += 32;
+            if (done == w.group_size) {
+                ++g;
+                done = 0;
+            }
+        }
     }
 }
 

@@ -242,6 +242,7 @@ void GqaMoeDecoder::moe_ffn(int64_t l, const LayerWeights& lw, int64_t n) {
         Stopwatch sw(ctx_.times.expert_compute);
         std::vector<ExpertWork>& work = expert_work_;   // buffers kept between calls
         work.resize(count);
+        bool shared = false;
         for (size_t i = 0; i < count; ++i) {
             ExpertWork& wk = work[i];
             const std::byte* b = blocks[first + i];
@@ -250,24 +251,35 @@ void GqaMoeDecoder::moe_ffn(int64_t l, const LayerWeights& lw, int64_t n) {
             wk.down = WeightMatrix::from_record(b + layout.down_offset, layout.down);
             wk.tokens = &assigned[experts[first + i]];
             const int64_t m = static_cast<int64_t>(wk.tokens->size());
-            wk.g.resize(static_cast<size_t>(m * I));
-            wk.u.resize(static_cast<size_t>(m * I));
-            wk.y.resize(static_cast<size_t>(m * H));
-            if (m == n) {   // every token of the batch, in order (always when decoding): share h_
-                wk.in = &all_tokens;
-            } else {
-                wk.x.resize(static_cast<size_t>(m * H));
-                for (int64_t j = 0; j < m; ++j)
-                    std::copy_n(h_.data() + (*wk.tokens)[j].first * H, H, wk.x.data() + j * H);
-                wk.own_in.reset(wk.x.data(), m, H);
-                wk.in = &wk.own_in;
-            }
-            wk.in->prepare(wk.gate);
-            wk.in->prepare(wk.up);
+            wk.in = m == n ? &all_tokens : &wk.own_in;   // every token of the batch, in order: share h_
+            shared |= m == n;
             ctx_.times.flops += matmul_flops(wk.gate, m) * 3;
             ctx_.times.expert_flops += matmul_flops(wk.gate, m) * 3;
             ctx_.times.weight_bytes += wk.gate.bytes() * 3;
         }
+        if (shared) {   // always when decoding
+            all_tokens.prepare(work[0].gate);
+            all_tokens.prepare(work[0].up);
+        }
+        // Each expert's own buffers and gathered, prepared input, in parallel; for one token
+        // these loops are too short to share out (grain: all of it).
+        const int64_t per_task = n == 1 ? static_cast<int64_t>(count) : 1;
+        ctx_.pool.parallel_for(static_cast<int64_t>(count), per_task, [&](int64_t i0, int64_t i1) {
+            for (int64_t i = i0; i < i1; ++i) {
+                ExpertWork& wk = work[static_cast<size_t>(i)];
+                const int64_t m = static_cast<int64_t>(wk.tokens->size());
+                wk.g.resize(static_cast<size_t>(m * I));
+                wk.u.resize(static_cast<size_t>(m * I));
+                wk.y.resize(static_cast<size_t>(m * H));
+                if (wk.in == &all_tokens) continue;
+                wk.x.resize(static_cast<size_t>(m * H));
+                for (int64_t j = 0; j < m; ++j)
+                    std::copy_n(h_.data() + (*wk.tokens)[static_cast<size_t>(j)].first * H, H, wk.x.data() + j * H);
+                wk.own_in.reset(wk.x.data(), m, H);
+                wk.own_in.prepare(wk.gate);
+                wk.own_in.prepare(wk.up);
+            }
+        });
         // Row blocks spread the experts' rows evenly over the threads in long contiguous runs
         // (one block per expert and matrix when there are more experts than threads), in
         // multiples of 16 rows.
@@ -292,20 +304,27 @@ void GqaMoeDecoder::moe_ffn(int64_t l, const LayerWeights& lw, int64_t n) {
             for (int64_t j = 0; j < wk.in->n; ++j)
                 swiglu(wk.g.data() + j * I + r0, wk.u.data() + j * I + r0, wk.g.data() + j * I + r0, r1 - r0);
         });
-        for (ExpertWork& wk : work) {
-            wk.act.reset(wk.g.data(), wk.in->n, I);
-            wk.act.prepare(wk.down);
-        }
+        ctx_.pool.parallel_for(static_cast<int64_t>(count), per_task, [&](int64_t i0, int64_t i1) {
+            for (int64_t i = i0; i < i1; ++i) {
+                ExpertWork& wk = work[static_cast<size_t>(i)];
+                wk.act.reset(wk.g.data(), wk.in->n, I);
+                wk.act.prepare(wk.down);
+            }
+        });
         over_row_blocks(H, [&](ExpertWork& wk, int64_t r0, int64_t r1) {
             matmul_rows(wk.down, wk.act, wk.y.data(), H, r0, r1);
         });
-        for (ExpertWork& wk : work)
-            for (size_t j = 0; j < wk.tokens->size(); ++j) {
-                const auto [t, weight] = (*wk.tokens)[j];
-                float* out = ffn_.data() + t * H;
-                const float* y = wk.y.data() + static_cast<int64_t>(j) * H;
-                for (int64_t i = 0; i < H; ++i) out[i] += weight * y[i];
-            }
+        // the weighted sum, split over the hidden columns (each sum in expert order, as
+        // with one thread)
+        ctx_.pool.parallel_for(H, n == 1 ? H : 256, [&](int64_t c0, int64_t c1) {
+            for (const ExpertWork& wk : work)
+                for (size_t j = 0; j < wk.tokens->size(); ++j) {
+                    const auto [t, weight] = (*wk.tokens)[j];
+                    float* out = ffn_.data() + t * H;
+                    const float* y = wk.y.data() + static_cast<int64_t>(j) * H;
+                    for (int64_t i = c0; i < c1; ++i) out[i] += weight * y[i];
+                }
+        });
         store.release_all();
     }
     for (int64_t i = 0; i < n * H; ++i) x_[i] += ffn_[i];
