@@ -190,41 +190,81 @@ void MatmulInput::reset(const float* input, int64_t rows, int64_t columns) {
     x_tiles.clear();
 }
 
+namespace {
+
+// Whether inputs for affine weights of this group size take the AVX-512 kernels' plane layout.
+bool uses_planes(int group) {
+    return matmul_isa() >= MatmulIsa::avx512 && detail::int8_group_ok(group) && (group & (group - 1)) == 0;
+}
+
+}  // namespace
+
+bool detail::int8_inputs(const WeightMatrix& w, int64_t n) {
+    if (matmul_isa() == MatmulIsa::portable || w.format != WeightFormat::affine || !int8_group_ok(w.group_size))
+        return false;
+    // Beyond decode only where the weights' own rounding dominates int8's (<= 4 bits): 8-bit
+    // weights keep the AMX kernels' finer bf16 pair for prompts.
+    return n < kPrefillMinInputs || (uses_planes(w.group_size) && n < int8_max_inputs() && w.bits <= 4);
+}
+
 void MatmulInput::prepare(const WeightMatrix& w) {
-    if (w.format != WeightFormat::affine || group == w.group_size) return;
-    group = w.group_size;
-    groups = (cols + group - 1) / group;
-    if (n >= detail::kPrefillMinInputs) {   // the prefill kernels decode whole rows: no sums
+    if (w.format != WeightFormat::affine) return;
+    if (group != w.group_size) {
+        group = w.group_size;
+        groups = (cols + group - 1) / group;
         group_sums.clear();
         xq.clear();
         x_scales.clear();
+        for (auto& p : xq_planes) p.clear();
+    }
+    const bool int8 = detail::int8_inputs(w, n);
+    if (n >= detail::kPrefillMinInputs && !int8) {   // the prefill kernels decode whole rows: no sums
         if (matmul_isa() == MatmulIsa::amx && x_tiles.empty()) detail::prepare_amx_input(x, n, cols, x_tiles);
         return;
     }
-    group_sums.assign(static_cast<size_t>(n * groups), 0.0f);
+    if (group_sums.empty()) {   // the bias term of the decode kernels
+        group_sums.assign(static_cast<size_t>(n * groups), 0.0f);
+        for (int64_t t = 0; t < n; ++t)
+            for (int64_t g = 0; g < groups; ++g) {
+                float s = 0;
+                for (int64_t c = g * group; c < std::min<int64_t>(cols, (g + 1) * group); ++c) s += x[t * cols + c];
+                group_sums[t * groups + g] = s;
+            }
+    }
+    if (!int8) return;
+    if (x_scales.empty()) {
+        x_scales.assign(static_cast<size_t>(n * groups), 0.0f);
+        for (int64_t t = 0; t < n; ++t)
+            for (int64_t g = 0; g < groups; ++g) {
+                float amax = 0;
+                for (int64_t c = g * group; c < std::min<int64_t>(cols, (g + 1) * group); ++c)
+                    amax = std::max(amax, std::fabs(x[t * cols + c]));
+                // zeros (or no usable scale): scale 0 and all codes 0
+                if (amax > 0 && std::isfinite(amax)) x_scales[t * groups + g] = amax / 127.0f;
+            }
+    }
+    if (!uses_planes(group)) {
+        if (xq.empty()) quantize(groups * group, [](int64_t c) { return c; }, xq);
+        return;
+    }
+    auto& planes = xq_planes[plane_index(w.bits)];
+    if (!planes.empty()) return;
+    const int64_t per = 8 / w.bits, span = 64 * per;
+    const int64_t spans = (cols + span - 1) / span;
+    quantize(spans * span, [&](int64_t c) { return c / span * span + c % span % per * 64 + c % span / per; }, planes);
+}
+
+template <typename Index, typename Vector>
+void MatmulInput::quantize(int64_t row_length, Index index, Vector& out) const {
+    out.assign(static_cast<size_t>(n * row_length), 0);
     for (int64_t t = 0; t < n; ++t)
         for (int64_t g = 0; g < groups; ++g) {
-            float s = 0;
-            for (int64_t c = g * group; c < std::min<int64_t>(cols, (g + 1) * group); ++c) s += x[t * cols + c];
-            group_sums[t * groups + g] = s;
-        }
-    xq.clear();
-    x_scales.clear();
-    if (!detail::int8_group_ok(group)) return;
-    xq.assign(static_cast<size_t>(n * groups * group), 0);
-    x_scales.assign(static_cast<size_t>(n * groups), 0.0f);
-    for (int64_t t = 0; t < n; ++t)
-        for (int64_t g = 0; g < groups; ++g) {
-            const float* xg = x + t * cols + g * group;
-            const int64_t m = std::min<int64_t>(group, cols - g * group);
-            float amax = 0;
-            for (int64_t i = 0; i < m; ++i) amax = std::max(amax, std::fabs(xg[i]));
-            if (!(amax > 0) || !std::isfinite(amax)) continue;   // zeros (or no usable scale): all codes 0
-            const float inv = 127.0f / amax;
-            int8_t* q = xq.data() + (t * groups + g) * group;
-            for (int64_t i = 0; i < m; ++i)
-                q[i] = static_cast<int8_t>(std::clamp(std::nearbyint(xg[i] * inv), -127.0f, 127.0f));
-            x_scales[t * groups + g] = amax / 127.0f;
+            const float scale = x_scales[t * groups + g];
+            if (scale == 0) continue;
+            const float inv = 1.0f / scale;
+            int8_t* q = out.data() + t * row_length;
+            for (int64_t c = g * group; c < std::min<int64_t>(cols, (g + 1) * group); ++c)
+                q[index(c)] = static_cast<int8_t>(std::clamp(std::nearbyint(x[t * cols + c] * inv), -127.0f, 127.0f));
         }
 }
 
@@ -246,8 +286,12 @@ MatmulIsa detect_isa() {
 }
 
 std::atomic<int> g_isa{-1};   // -1: not chosen yet (the best)
+std::atomic<int64_t> g_int8_max_inputs{detail::kInt8MaxInputsDefault};
 
 }  // namespace
+
+int64_t detail::int8_max_inputs() { return g_int8_max_inputs.load(std::memory_order_relaxed); }
+void detail::set_int8_max_inputs(int64_t n) { g_int8_max_inputs.store(n, std::memory_order_relaxed); }
 
 MatmulIsa matmul_best_isa() {
     static const MatmulIsa best = detect_isa();

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <new>
 #include <vector>
 
 #include "pack_format.hpp"
@@ -28,6 +29,20 @@ struct WeightMatrix {
     // An affine record (or bf16 when layout.bits == 16) starting at `record`.
     static WeightMatrix from_record(const std::byte* record, const pack::MatrixLayout& layout);
     uint64_t bytes() const;               // bytes the product reads from memory
+};
+
+// Storage on 64-byte boundaries: the AVX-512 kernels' 64-byte loads of prepared inputs then
+// never straddle two cache lines.
+template <typename T>
+struct CacheLineAllocator {
+    using value_type = T;
+    CacheLineAllocator() = default;
+    template <typename U>
+    CacheLineAllocator(const CacheLineAllocator<U>&) {}
+    T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
+    void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t{64}); }
+    template <typename U>
+    bool operator==(const CacheLineAllocator<U>&) const { return true; }
 };
 
 // The input of a product, prepared once and shared by all the row ranges that use it:
@@ -53,11 +68,23 @@ public:
     // is padded with zeros to `group` values.
     std::vector<int8_t> xq;                // [n, groups * group]
     std::vector<float> x_scales;           // [n, groups]
+    // For the AVX-512 decode kernels (power-of-two groups), the same int8 values laid out as
+    // those kernels unpack w.bits-bit codes: per input, spans of 64 bytes of codes (64 * 8 /
+    // bits codes); within a span, plane k (bit field k of each code byte) holds 64 values:
+    // xq_planes[span * S + k * 64 + j] = xq of column span * S + j * (8 / bits) + k, S the
+    // span's codes; zero past the row. Indexed by plane_index(bits); filled instead of xq.
+    std::vector<int8_t, CacheLineAllocator<int8_t>> xq_planes[3];   // [n, spans * S]
+    static int plane_index(int bits) { return bits == 2 ? 0 : bits == 4 ? 1 : 2; }
     // For the AMX kernels (affine weights, from kPrefillMinInputs inputs on, when they are the
     // kernels in use): X rounded to bf16 in the layout of their B tiles: blocks of 16 inputs,
     // each [cols / 2][16 inputs][2] (pairs of consecutive columns per input), cols rounded up
     // to 32 and missing inputs padded with zeros.
     std::vector<uint16_t> x_tiles;
+
+private:
+    // Each input row's int8 values, value of column c at out[t * row_length + index(c)].
+    template <typename Index, typename Vector>
+    void quantize(int64_t row_length, Index index, Vector& out) const;
 };
 
 // Which kernels the products use. The default is the best the CPU supports; set_matmul_isa()

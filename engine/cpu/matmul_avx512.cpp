@@ -1,16 +1,18 @@
 // AVX-512 (F, BW, VL, VNNI) kernels of the matrix products (dispatched from matmul.cpp; what
 // they do not handle falls back to matmul_avx2.cpp).
 //
-// Decode (n < kPrefillMinInputs), affine with group sizes that are multiples of 64: 64 codes
-// per 512-bit register, integer dot products with the int8 copy of X through VPDPBUSD (u8 x
-// s8 summed to int32 without saturation, so 8-bit codes need no widening), one float FMA per
-// group; same formula and accuracy as the AVX2 kernel.
+// Decode (n < kPrefillMinInputs), affine with power-of-two group sizes of at least 32: 64
+// bytes of codes per 512-bit register, split into bit planes and multiplied with the int8 copy
+// of X (laid out to match, MatmulInput::xq_planes) through VPDPBUSD (u8 x s8 summed to int32
+// without saturation, so 8-bit codes need no widening), one float FMA per 64 bytes; same
+// formula and accuracy as the AVX2 kernel.
 // Prefill (n >= kPrefillMinInputs): rows decoded to float32 as in the AVX2 kernel, then a
 // 4 rows x 6 inputs register-blocked FMA kernel on 16 lanes, column tails through masks.
 //
 // Target attributes rather than -mavx512* for the file: see matmul_avx2.cpp.
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "matmul_kernels.hpp"
@@ -40,69 +42,117 @@ MOEPACK_AVX512 inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
     return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
 }
 
-MOEPACK_AVX512 inline __m256 load_bf16x8(const uint16_t* p) {
-    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
+// Up to 16 bf16 values (lanes of m) as float32; the other lanes 0.
+MOEPACK_AVX512 inline __m512 load_bf16x16(__mmask16 m, const uint16_t* p) {
+    const __m256i v = _mm256_maskz_loadu_epi16(m, p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
 }
 
-// Integer dot product of `chunks` chunks of 64 codes (and a partial one of `tail` codes) with
-// int8 X, as 16 int32 partial sums.
-template <int Bits>
-MOEPACK_AVX512 inline __m512i group_dot(const uint8_t* codes, const int8_t* xq, int64_t chunks, int64_t tail) {
-    constexpr int64_t bytes = Bits * 8;
-    __m512i acc = _mm512_setzero_si512();
-    for (int64_t i = 0; i < chunks; ++i)
-        acc = _mm512_dpbusd_epi32(acc, unpack64<Bits>(codes + i * bytes), _mm512_loadu_si512(xq + i * 64));
-    if (tail > 0)
-        acc = _mm512_dpbusd_epi32(acc, unpack64_tail<Bits>(codes + chunks * bytes, tail),
-                                  _mm512_loadu_si512(xq + chunks * 64));
-    return acc;
-}
+// The int8 kernel: affine Bits-bit rows times inputs through their int8 plane layout
+// (MatmulInput::xq_planes). Each 64-byte load of codes is split into its 8 / Bits bit planes
+// with a shift and a mask (no byte shuffles), and each plane meets the matching 64 int8 values
+// of an input in one VPDPBUSD. Lane k of the int32 sums covers code bytes 4k..4k+3, i.e.
+// codes [4k, 4k + 4) * 8 / Bits of the span: one group per lane, whose scale (weight scale x
+// input scale) multiplies the lane before it joins the float accumulator. A row is unpacked
+// once per block of up to kTokenBlock inputs while it sits in L1.
+constexpr int kTokenBlock = 8;
+constexpr int64_t kRowTile = 8;
 
-template <int Bits>
-MOEPACK_AVX512 float affine_row_int8(const WeightMatrix& w, int64_t r, const MatmulInput& in, int64_t t) {
-    const int64_t G = w.group_size, groups = in.groups;
-    const int64_t row_bytes = (w.cols * Bits + 31) / 32 * 4;
-    const uint8_t* codes = reinterpret_cast<const uint8_t*>(w.data) + r * row_bytes;
-    const uint16_t* s = w.scales + r * groups;
-    const uint16_t* b = w.biases + r * groups;
-    const int8_t* xq = in.xq.data() + t * groups * G;
-    const float* sx = in.x_scales.data() + t * groups;
-    const float* gs = in.group_sums.data() + t * groups;
+struct PlaneRows {
+    int64_t G, groups, row_bytes, spans, plane_row, padded;
+    __mmask64 last_mask;      // code bytes of the last span
+    bool lanes_share_group;   // groups at least as long as spans
+    int group_shift;          // log2 G
+    __m512i lane_index;       // otherwise: the group of lane k, from the span's first group on
+    float* scales;            // [kTokenBlock, padded]: weight scale x input scale per group
+};
 
-    __m256 bacc = _mm256_setzero_ps();
-    int64_t g = 0;
-    for (; g + 8 <= groups; g += 8) bacc = _mm256_fmadd_ps(load_bf16x8(b + g), _mm256_loadu_ps(gs + g), bacc);
-    __m128 b4 = _mm_add_ps(_mm256_castps256_ps128(bacc), _mm256_extractf128_ps(bacc, 1));
-    b4 = _mm_add_ps(b4, _mm_movehl_ps(b4, b4));
-    float bias_term = _mm_cvtss_f32(_mm_add_ss(b4, _mm_movehdup_ps(b4)));
-    for (; g < groups; ++g) bias_term += bf16f(b[g]) * gs[g];
-
-    const int64_t full = w.cols / G, chunks = G / 64;
-    const int64_t group_bytes = G * Bits / 8;
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-    g = 0;
-    for (; g + 2 <= full; g += 2) {
-        const __m512i d0 = group_dot<Bits>(codes + g * group_bytes, xq + g * G, chunks, 0);
-        const __m512i d1 = group_dot<Bits>(codes + (g + 1) * group_bytes, xq + (g + 1) * G, chunks, 0);
-        acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_set1_ps(bf16f(s[g]) * sx[g]), acc0);
-        acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), _mm512_set1_ps(bf16f(s[g + 1]) * sx[g + 1]), acc1);
+// Row r (codes, scales s, biases b) times inputs t0 .. t0 + T - 1, into y.
+template <int Bits, int T>
+MOEPACK_AVX512 inline void row_planes(const PlaneRows& k, const MatmulInput& in, const uint8_t* codes,
+                                      const uint16_t* s, const uint16_t* b, int64_t t0, float* y, int64_t y_stride) {
+    constexpr int64_t per = 8 / Bits, span = 64 * per;
+    const int8_t* xq = in.xq_planes[MatmulInput::plane_index(Bits)].data() + t0 * k.plane_row;
+    // per input: the bias term sum_g bias_g * sum(x_g) as 16 lanes, and the group scales
+    __m512 acc[T];
+    for (int t = 0; t < T; ++t) {
+        acc[t] = _mm512_setzero_ps();
+        float* sc = k.scales + t * k.padded;
+        const float* sx = in.x_scales.data() + (t0 + t) * k.groups;
+        const float* gs = in.group_sums.data() + (t0 + t) * k.groups;
+        for (int64_t g = 0; g < k.groups; g += 16) {
+            const __mmask16 m = k.groups - g >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << (k.groups - g)) - 1);
+            acc[t] = _mm512_fmadd_ps(load_bf16x16(m, b + g), _mm512_maskz_loadu_ps(m, gs + g), acc[t]);
+            _mm512_storeu_ps(sc + g, _mm512_mul_ps(load_bf16x16(m, s + g), _mm512_maskz_loadu_ps(m, sx + g)));
+        }
     }
-    for (; g < groups; ++g) {
-        const int64_t m = std::min(G, w.cols - g * G);
-        const __m512i d = group_dot<Bits>(codes + g * group_bytes, xq + g * G, m / 64, m % 64);
-        acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_set1_ps(bf16f(s[g]) * sx[g]), acc0);
+    const __m512i low_bits = _mm512_set1_epi8(static_cast<char>((1 << Bits) - 1));
+    for (int64_t p = 0; p < k.spans; ++p) {
+        const __m512i v = p + 1 < k.spans ? _mm512_loadu_si512(codes + p * 64)
+                                          : _mm512_maskz_loadu_epi8(k.last_mask, codes + p * 64);
+        __m512i plane[per];
+        for (int i = 0; i < per; ++i)
+            plane[i] = Bits == 8 ? v : _mm512_and_si512(_mm512_srli_epi16(v, Bits * i), low_bits);
+        const int64_t g0 = (p * span) >> k.group_shift;   // G is a power of two: no division
+        for (int t = 0; t < T; ++t) {
+            const int8_t* xs = xq + t * k.plane_row + p * span;
+            __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), plane[0], _mm512_loadu_si512(xs));
+            for (int i = 1; i < per; ++i) d = _mm512_dpbusd_epi32(d, plane[i], _mm512_loadu_si512(xs + i * 64));
+            const float* sc = k.scales + t * k.padded + g0;
+            const __m512 lane_scale = k.lanes_share_group ? _mm512_set1_ps(*sc)
+                                                          : _mm512_permutexvar_ps(k.lane_index, _mm512_loadu_ps(sc));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), lane_scale, acc[t]);
+        }
     }
-    return hsum(_mm512_add_ps(acc0, acc1)) + bias_term;
+    for (int t = 0; t < T; ++t) y[(t0 + t) * y_stride] = hsum(acc[t]);
 }
 
 template <int Bits>
 MOEPACK_AVX512 void affine_rows_int8(const WeightMatrix& w, const MatmulInput& in, float* y, int64_t y_stride,
                                      int64_t r0, int64_t r1) {
-    const int64_t row_bytes = (w.cols * Bits + 31) / 32 * 4, groups = in.groups;
-    for (int64_t r = r0; r < r1; ++r) {
-        prefetch_row(w, r + kPrefetchRows, r1, row_bytes, groups);
-        for (int64_t t = 0; t < in.n; ++t) y[t * y_stride + r] = affine_row_int8<Bits>(w, r, in, t);
+    constexpr int64_t per = 8 / Bits, span = 64 * per;
+    PlaneRows k;
+    k.G = w.group_size;
+    k.groups = in.groups;
+    k.row_bytes = (w.cols * Bits + 31) / 32 * 4;
+    k.spans = (w.cols + span - 1) / span;
+    k.plane_row = k.spans * span;
+    const int64_t last_bytes = (w.cols * Bits + 7) / 8 - (k.spans - 1) * 64;
+    k.last_mask = last_bytes >= 64 ? ~__mmask64{0} : (__mmask64{1} << last_bytes) - 1;
+    k.lanes_share_group = k.G >= span;
+    k.group_shift = __builtin_ctzll(static_cast<unsigned long long>(k.G));
+    alignas(64) int32_t lane_group[16];
+    for (int i = 0; i < 16; ++i) lane_group[i] = static_cast<int32_t>(k.lanes_share_group ? 0 : 4 * per * i / k.G);
+    k.lane_index = _mm512_load_si512(lane_group);
+    thread_local std::vector<float> scale_buf;
+    k.padded = (k.groups + 15) / 16 * 16 + 16;
+    scale_buf.resize(static_cast<size_t>(kTokenBlock * k.padded));
+    k.scales = scale_buf.data();
+    for (int t = 0; t < kTokenBlock; ++t)   // lanes past the last group read these: zero, not stale values
+        std::fill_n(k.scales + t * k.padded + (k.groups + 15) / 16 * 16, 16, 0.0f);
+    // Tiles of kRowTile rows x kTokenBlock inputs: both stay in L1 while the tile is done.
+    auto rows_of_block = [&](int64_t rb, int64_t re, int64_t t, auto block) {
+        constexpr int T = decltype(block)::value;
+        for (int64_t r = rb; r < re; ++r) {
+            if (t == 0) prefetch_row(w, r + kPrefetchRows, r1, k.row_bytes, k.groups);
+            row_planes<Bits, T>(k, in, reinterpret_cast<const uint8_t*>(w.data) + r * k.row_bytes,
+                                w.scales + r * k.groups, w.biases + r * k.groups, t, y + r, y_stride);
+        }
+    };
+    for (int64_t rb = r0; rb < r1; rb += kRowTile) {
+        const int64_t re = std::min(r1, rb + kRowTile);
+        int64_t t = 0;
+        for (; t + kTokenBlock <= in.n; t += kTokenBlock) rows_of_block(rb, re, t, std::integral_constant<int, kTokenBlock>{});
+        if (in.n - t >= 4) {
+            rows_of_block(rb, re, t, std::integral_constant<int, 4>{});
+            t += 4;
+        }
+        switch (in.n - t) {
+            case 3: rows_of_block(rb, re, t, std::integral_constant<int, 3>{}); break;
+            case 2: rows_of_block(rb, re, t, std::integral_constant<int, 2>{}); break;
+            case 1: rows_of_block(rb, re, t, std::integral_constant<int, 1>{}); break;
+            default: break;
+        }
     }
 }
 
@@ -191,17 +241,17 @@ MOEPACK_AVX512 bool matmul_rows_avx512(const WeightMatrix& w, const MatmulInput&
                                        int64_t row_begin, int64_t row_end) {
     const bool affine = w.format == WeightFormat::affine;
     if (affine && (!int8_group_ok(w.group_size) || (w.bits != 2 && w.bits != 4 && w.bits != 8))) return false;
-    if (in.n >= kPrefillMinInputs) {
-        prefill_rows(w, in, y, y_stride, row_begin, row_end);
-        return true;
+    // MatmulInput::prepare() chose: int8 planes (decode, small batches) or whole-row decoding
+    if (affine && in.group == w.group_size && !in.xq_planes[MatmulInput::plane_index(w.bits)].empty()) {
+        switch (w.bits) {
+            case 2: affine_rows_int8<2>(w, in, y, y_stride, row_begin, row_end); return true;
+            case 4: affine_rows_int8<4>(w, in, y, y_stride, row_begin, row_end); return true;
+            default: affine_rows_int8<8>(w, in, y, y_stride, row_begin, row_end); return true;
+        }
     }
-    // 16-bit and f32 decode is bound by memory bandwidth: the AVX2 kernel does as well.
-    if (!affine || w.group_size % 64 != 0 || in.group != w.group_size || in.xq.empty()) return false;
-    switch (w.bits) {
-        case 2: affine_rows_int8<2>(w, in, y, y_stride, row_begin, row_end); return true;
-        case 4: affine_rows_int8<4>(w, in, y, y_stride, row_begin, row_end); return true;
-        default: affine_rows_int8<8>(w, in, y, y_stride, row_begin, row_end); return true;
-    }
+    if (in.n < kPrefillMinInputs) return false;   // 16-bit and f32 decode: the AVX2 kernel is as fast
+    prefill_rows(w, in, y, y_stride, row_begin, row_end);
+    return true;
 }
 
 }  // namespace moepack::engine::detail

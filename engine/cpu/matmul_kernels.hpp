@@ -16,6 +16,19 @@ namespace moepack::engine::detail {
 // from this many on, the prefill kernels decode each weight row to float32 once and reuse it.
 inline constexpr int64_t kPrefillMinInputs = 4;
 
+// Affine products of 2 or 4-bit weights with fewer inputs than this (and at least
+// kPrefillMinInputs) also take the AVX-512 int8 kernels, when the CPU has them and the group
+// size is a power of two: a row
+// unpacked once for a block of inputs costs less than decoding it to float32 or bf16 until
+// the batch is large. Process-wide; set_int8_max_inputs() is for benchmarks and tests (not
+// while products run).
+int64_t int8_max_inputs();
+void set_int8_max_inputs(int64_t n);
+inline constexpr int64_t kInt8MaxInputsDefault = 17;
+
+// Whether products of w with n inputs run on int8-quantised inputs (with the kernels now in use).
+bool int8_inputs(const WeightMatrix& w, int64_t n);
+
 // The int8 kernels need group sizes that are whole 32-value chunks (MatmulInput pads each
 // group of its quantised X to the group size with zeros).
 inline bool int8_group_ok(int group_size) { return group_size > 0 && group_size % 32 == 0; }
@@ -39,7 +52,7 @@ void prepare_amx_input(const float* x, int64_t n, int64_t cols, std::vector<uint
 // Rows are short (2-bit codes of 2048 columns: 512 bytes) and come from three places (codes,
 // scales, biases): the decode kernels prefetch kPrefetchRows ahead, which uses more of the
 // memory bandwidth than the hardware prefetchers alone. (SSE prefetches: no target needed.)
-inline constexpr int64_t kPrefetchRows = 4;
+inline constexpr int64_t kPrefetchRows = 8;
 
 inline void prefetch_row(const WeightMatrix& w, int64_t r, int64_t r_end, int64_t row_bytes, int64_t groups) {
     if (r >= r_end) return;

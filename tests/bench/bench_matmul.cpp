@@ -3,7 +3,7 @@
 //   n = 1:   GB/s of weights streamed, for one matrix used again and again ("hot": it stays
 //            in L2/L3 when it fits) and for copies of it cycling through ~1 GB ("ram": every
 //            product reads from memory);
-//   n = 128: GFLOP/s (2 rows x cols x n per product), hot.
+//   n = 128 (or --inputs): GFLOP/s (2 rows x cols x n per product), hot.
 // First the fixed cost of one fork-join of the thread pool.
 // Each for 1 thread and for --threads threads. Weights are filler values (valid bf16
 // scales, biases and weights; kernel timing does not depend on the values).
@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "cpu/matmul.hpp"
+#include "cpu/matmul_kernels.hpp"
 #include "pack_format.hpp"
 #include "thread_pool.hpp"
 
@@ -67,12 +68,16 @@ int main(int argc, char** argv) {
     int64_t ram_mb = 1024;
     std::string isa_name, only;
     bool skip_prefill = false;
+    int64_t batch = 128, int8_max = detail::int8_max_inputs();
     app.add_option("--threads", threads, "threads of the multi-threaded runs (default: all)");
     app.add_option("--seconds", seconds, "minimum time per measurement");
     app.add_option("--ram-mb", ram_mb, "size of the set of matrices of the RAM measurement");
     app.add_option("--isa", isa_name, "kernels: portable, avx2, avx512 or amx (default: the best the CPU has)");
     app.add_option("--shape", only, "only this shape (expert_gate_up, expert_down, attn_q, attn_o, lm_head)");
-    app.add_flag("--no-prefill", skip_prefill, "skip the n = 128 measurements");
+    app.add_flag("--no-prefill", skip_prefill, "skip the measurements with several inputs");
+    app.add_option("--inputs", batch, "inputs of the prefill measurements (1..128)")->check(CLI::Range(1, 128));
+    app.add_option("--int8-max-inputs", int8_max,
+                   "affine products with fewer inputs take the AVX-512 int8 kernels (0: only decode)");
     CLI11_PARSE(app, argc, argv);
 
     if (!isa_name.empty()) {
@@ -87,6 +92,7 @@ int main(int argc, char** argv) {
             return 2;
         }
     }
+    detail::set_int8_max_inputs(int8_max);
     std::printf("kernels %s (best on this CPU: %s); threads 1 and %d; RAM set %lld MB\n",
                 matmul_isa_name(matmul_isa()), matmul_isa_name(matmul_best_isa()), threads,
                 static_cast<long long>(ram_mb));
@@ -147,11 +153,11 @@ int main(int argc, char** argv) {
             if (skip_prefill) continue;
             for (ThreadPool* pool : {&one, &all}) {
                 if (pool == &all && threads == 1) continue;
-                MatmulInput in(x.data(), 128, s.cols);
+                MatmulInput in(x.data(), batch, s.cols);
                 // lm_head at n = 128 is 80 GFLOP: one product is enough
                 const double t = time_per_call(s.rows > 100000 ? 0.0 : seconds,
                                                [&](int64_t) { matmul(*pool, hot, in, y.data()); });
-                report(128, "hot", *pool, t);
+                report(batch, "hot", *pool, t);
             }
         }
     }

@@ -15,7 +15,9 @@
 //    code times bf16 scale). So with A = sum_c (|q_c s_g| + |b_g|) |x_c| (= sum |w||x| for
 //    float weights): |error| <= (m + 1) u A.
 //
-//  * Int8 kernels (affine weights, fewer than kPrefillMinInputs inputs, SIMD kernels): X is
+//  * Int8 kernels (affine weights in the SIMD kernels: fewer than kPrefillMinInputs inputs,
+//    or with AVX-512, 2/4-bit weights and power-of-two groups, fewer than int8_max_inputs();
+//    detail::int8_inputs()): X is
 //    replaced by sx_g * xq_c, sx_g = amax_g / 127 (amax_g = max |x| over the group), xq_c =
 //    round(x_c / sx_g). Rounding to nearest gives |x_c - sx_g xq_c| <= sx_g / 2 = amax_g / 254,
 //    plus a few u |x_c| from computing sx_g, 1/sx_g and the product in float: below
@@ -30,8 +32,8 @@
 //    test uses Q itself rather than a fixed fraction of sum |w||x|. Q is a worst case; the test
 //    also checks that the errors have the size of independent roundings (see check_product).
 //
-//  * AMX kernels (affine weights, from kPrefillMinInputs inputs on, group sizes that are
-//    multiples of 32): each weight, decoded in float32 (error u|w|), and each input are
+//  * AMX kernels (affine weights, from kPrefillMinInputs inputs on where the int8 kernels do
+//    not take the product, group sizes that are multiples of 32): each weight, decoded in float32 (error u|w|), and each input are
 //    rounded to bf16 (relative error at most 2^-9 each; the product's at most
 //    2^-8 + 2^-18), and the sums are float32: |error| <= (2^-8 + 2^-18 + (m + 2) u) A.
 #include <gtest/gtest.h>
@@ -242,9 +244,8 @@ void check_product(WeightFormat format, int64_t rows, int64_t cols, int bits, in
     IsaGuard guard;
     for (const MatmulIsa isa : isas()) {
         set_matmul_isa(isa);
-        const bool int8 = isa != MatmulIsa::portable && format == WeightFormat::affine &&
-                          n < detail::kPrefillMinInputs && detail::int8_group_ok(group);
-        const bool bf16 = isa == MatmulIsa::amx && format == WeightFormat::affine &&
+        const bool int8 = detail::int8_inputs(m.w, n);
+        const bool bf16 = isa == MatmulIsa::amx && format == WeightFormat::affine && !int8 &&
                           n >= detail::kPrefillMinInputs && group % 32 == 0;
         MatmulInput in(x.data(), n, cols);
         in.prepare(m.w);
@@ -285,7 +286,7 @@ TEST(Matmul, AffineAllBitsAndGroups) {
         for (const int group : {32, 64, 128})
             // whole groups; a partial last group shorter than 32; one with whole 32-chunks and a tail
             for (const int64_t cols : {int64_t{5} * group, int64_t{5} * group + 19, int64_t{3} * group + 45})
-                for (const int64_t n : {1, 2, 7, 33})
+                for (const int64_t n : {1, 2, 3, 7, 12, 31, 33})
                     check_product(WeightFormat::affine, 37, cols, bits, group, n,
                                   static_cast<uint32_t>(bits * 1000 + group + cols + n));
 }
