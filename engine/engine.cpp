@@ -52,6 +52,7 @@ Engine::Impl::Impl(const std::string& directory, const EngineOptions& o) : optio
         so.direct_io = o.direct_io;
         so.verify = o.verify_experts;
         so.io_threads = o.io_threads;
+        so.overlap_reads = o.overlap_reads;
         so.compute = pool.get();
         experts = std::make_unique<ExpertStore>(*pack, so);
     }

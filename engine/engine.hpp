@@ -34,6 +34,7 @@ struct EngineOptions {
     bool direct_io = false;            // O_DIRECT expert reads
     bool verify_experts = false;       // XXH3 of each expert on first load
     int io_threads = 16;               // parallel expert reads
+    bool overlap_reads = true;         // compute resident experts while missing ones are read
 };
 
 struct EngineStats {

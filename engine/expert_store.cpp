@@ -13,6 +13,7 @@
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <utility>
 
 #include "error.hpp"
 #include "hashing.hpp"
@@ -34,20 +35,32 @@ public:
         wake_.notify_all();
         for (auto& t : threads_) t.join();
     }
-    // Runs fn(i) for i in [0, count) on the pool and waits; rethrows the first error.
-    void run(size_t count, const std::function<void(size_t)>& fn) {
-        if (count == 0) return;
-        std::unique_lock lock(mutex_);
-        fn_ = &fn;
+    // Starts fn(i) for i in [0, count) on the pool and returns; wait() waits for them.
+    void start(size_t count, std::function<void(size_t)> fn) {
+        std::lock_guard lock(mutex_);
+        fn_ = std::move(fn);
         next_ = 0;
         count_ = count;
         pending_ = count;
         error_ = nullptr;
         wake_.notify_all();
+    }
+    // Waits for the tasks of the last start(); rethrows the first error.
+    void wait() {
+        std::unique_lock lock(mutex_);
         done_.wait(lock, [&] { return pending_ == 0; });
-        fn_ = nullptr;
         count_ = 0;
-        if (error_) std::rethrow_exception(error_);
+        fn_ = nullptr;
+        if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+    }
+    bool idle() {
+        std::lock_guard lock(mutex_);
+        return pending_ == 0;
+    }
+    // Runs fn(i) for i in [0, count) on the pool and waits; rethrows the first error.
+    void run(size_t count, std::function<void(size_t)> fn) {
+        start(count, std::move(fn));
+        wait();
     }
 
 private:
@@ -57,7 +70,7 @@ private:
             wake_.wait(lock, [&] { return stop_ || next_ < count_; });
             if (stop_) return;
             const size_t i = next_++;
-            const auto* fn = fn_;
+            const auto* fn = &fn_;
             lock.unlock();
             std::exception_ptr error;
             try {
@@ -73,7 +86,7 @@ private:
     std::vector<std::thread> threads_;
     std::mutex mutex_;
     std::condition_variable wake_, done_;
-    const std::function<void(size_t)>* fn_ = nullptr;
+    std::function<void(size_t)> fn_;   // the tasks of the last start()
     size_t next_ = 0, count_ = 0, pending_ = 0;
     bool stop_ = false;
     std::exception_ptr error_;
@@ -131,7 +144,7 @@ ExpertStore::ExpertStore(const Pack& pack, const ExpertStoreOptions& options)
 }
 
 ExpertStore::~ExpertStore() {
-    io_.reset();
+    io_.reset();   // joins the readers (reads in flight finish first)
     if (options_.direct_io)
         for (int fd : fds_) ::close(fd);
     if (arena_) ::munmap(arena_, arena_bytes_);
@@ -167,14 +180,12 @@ void ExpertStore::verify(int64_t slot, size_t layer_index, int64_t expert) {
              pack::hash_hex(piece.xxh3), ", got ", pack::hash_hex(got), " (the pack is damaged; run moepack verify)");
 }
 
-void ExpertStore::acquire(int64_t layer, std::span<const int32_t> experts, std::span<const std::byte*> out) {
+void ExpertStore::acquire(int64_t layer, std::span<const int32_t> experts, std::span<const std::byte*> out,
+                          std::span<bool> ready) {
+    if (!pending_.empty()) fail("expert store: acquire() while reads are pending (call wait() first)");
     auto li = layer_index_.find(layer);
     if (li == layer_index_.end()) fail(pack_.directory(), ": the pack has no experts for layer ", layer);
     const size_t layer_index = li->second;
-    struct Miss {
-        int64_t slot, expert;
-    };
-    std::vector<Miss> misses;
     for (size_t i = 0; i < experts.size(); ++i) {
         const int64_t e = experts[i];
         if (e < 0 || e >= pack_.num_experts())
@@ -182,14 +193,17 @@ void ExpertStore::acquire(int64_t layer, std::span<const int32_t> experts, std::
         const int64_t key = layer * pack_.num_experts() + e;
         auto it = where_.find(key);
         int64_t slot;
+        bool resident = true;
         if (it != where_.end()) {
             slot = it->second;
             if (!slot_info_[slot].pinned) ++stats_.hits;   // a repeat within this call is not a hit
+            for (const Miss& m : pending_) resident &= m.slot != slot;
         } else {
             slot = take_slot();
             slot_info_[slot].key = key;
             where_[key] = slot;
-            misses.push_back({slot, e});
+            pending_.push_back({slot, e});
+            resident = false;
             ++stats_.misses;
         }
         if (!slot_info_[slot].pinned) {
@@ -199,28 +213,39 @@ void ExpertStore::acquire(int64_t layer, std::span<const int32_t> experts, std::
         }
         policy_.on_access(slot);
         out[i] = slot_data(slot);
+        if (!ready.empty()) ready[i] = resident;
     }
-    if (misses.empty()) return;
-    if (options_.compute) options_.compute->rest();
-    const auto start = std::chrono::steady_clock::now();
+    if (pending_.empty()) return;
+    pending_layer_ = layer_index;
+    read_start_ = std::chrono::steady_clock::now();
     // Each block is read in parts so that a few misses still keep many requests in flight.
     const uint64_t length = options_.direct_io ? layout().stride : layout().bytes;
     const uint64_t parts = std::max<uint64_t>(1, std::min<uint64_t>(length / kReadPartBytes,
-                                                                    static_cast<uint64_t>(options_.io_threads) / misses.size()));
+                                                                    static_cast<uint64_t>(options_.io_threads) / pending_.size()));
     const uint64_t part = pack::align_up((length + parts - 1) / parts, pack::kExpertAlignment);
+    io_->start(pending_.size() * parts, [this, parts, part, length, layer_index](size_t task) {
+        const Miss& m = pending_[task / parts];
+        const uint64_t begin = (task % parts) * part, end = std::min(length, begin + part);
+        if (begin < end) read_part(m.slot, layer_index, m.expert, begin, end);
+    });
+    if (ready.empty()) wait();
+}
+
+void ExpertStore::wait() {
+    if (pending_.empty()) return;
+    // The compute threads sleep while the reads have the cores.
+    if (options_.compute && !io_->idle()) options_.compute->rest();
+    const auto wait_start = std::chrono::steady_clock::now();
+    const size_t layer_index = pending_layer_;
     try {
-        io_->run(misses.size() * parts, [&](size_t task) {
-            const Miss& m = misses[task / parts];
-            const uint64_t begin = (task % parts) * part, end = std::min(length, begin + part);
-            if (begin < end) read_part(m.slot, layer_index, m.expert, begin, end);
-        });
+        io_->wait();
         if (options_.verify)
-            io_->run(misses.size(), [&](size_t i) {
-                if (!verified_[layer_index][static_cast<size_t>(misses[i].expert)])
-                    verify(misses[i].slot, layer_index, misses[i].expert);
+            io_->run(pending_.size(), [&](size_t i) {
+                if (!verified_[layer_index][static_cast<size_t>(pending_[i].expert)])
+                    verify(pending_[i].slot, layer_index, pending_[i].expert);
             });
     } catch (...) {
-        for (const Miss& m : misses) {   // nothing half-read stays in the cache
+        for (const Miss& m : pending_) {   // nothing half-read stays in the cache
             where_.erase(slot_info_[m.slot].key);
             slot_info_[m.slot] = Slot{};
             policy_.on_evict(m.slot);
@@ -229,20 +254,24 @@ void ExpertStore::acquire(int64_t layer, std::span<const int32_t> experts, std::
         pinned_.erase(std::remove_if(pinned_.begin(), pinned_.end(),
                                      [&](int64_t s) { return slot_info_[s].key == -1; }),
                       pinned_.end());
+        pending_.clear();
         throw;
     }
-    stats_.read_ns += static_cast<uint64_t>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count());
-    for (const Miss& m : misses) {
+    const auto now = std::chrono::steady_clock::now();
+    stats_.read_ns += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(now - read_start_).count());
+    stats_.wait_ns += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(now - wait_start).count());
+    for (const Miss& m : pending_) {
         stats_.bytes_read += options_.direct_io ? layout().stride : layout().bytes;
         if (options_.verify && !verified_[layer_index][static_cast<size_t>(m.expert)]) {
             verified_[layer_index][static_cast<size_t>(m.expert)] = true;
             ++stats_.verified;
         }
     }
+    pending_.clear();
 }
 
 void ExpertStore::release_all() {
+    wait();
     for (int64_t s : pinned_) {
         slot_info_[s].pinned = false;
         policy_.unpin(s);

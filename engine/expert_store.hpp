@@ -5,6 +5,7 @@
 // checked against the manifest's XXH3 on first load.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -27,6 +28,9 @@ struct ExpertStoreOptions {
     bool direct_io = false;
     bool verify = false;        // XXH3 of each expert on its first load
     int io_threads = 16;
+    // Callers may compute with the resident experts while the missing ones are read
+    // (acquire() with `ready`).
+    bool overlap_reads = true;
     // The compute threads, sent to sleep while reads are waited for (their polling would
     // otherwise take the cores the reads need); may be null.
     ThreadPool* compute = nullptr;
@@ -35,7 +39,8 @@ struct ExpertStoreOptions {
 struct ExpertStoreStats {
     uint64_t hits = 0, misses = 0;
     uint64_t bytes_read = 0;     // from the expert files
-    uint64_t read_ns = 0;        // wall time spent waiting for reads
+    uint64_t read_ns = 0;        // wall time from the start of each batch of reads to its end
+    uint64_t wait_ns = 0;        // of which the caller spent waiting in acquire() or wait()
     uint64_t verified = 0;       // experts checked against their checksum
 };
 
@@ -51,18 +56,27 @@ public:
     int64_t slots() const { return slots_; }
     uint64_t cache_bytes() const { return static_cast<uint64_t>(slots_) * layout().stride; }
     bool has_layer(int64_t layer) const { return layer_index_.count(layer) != 0; }
+    bool overlap_reads() const { return options_.overlap_reads; }
 
     // Makes experts `experts` of model layer `layer` resident and pins them until
     // release_all(); out[i] receives the block of experts[i]. At most slots() distinct
-    // experts may be pinned at once. Throws naming the file, layer and expert on a read
-    // error or a checksum mismatch.
-    void acquire(int64_t layer, std::span<const int32_t> experts, std::span<const std::byte*> out);
-    void release_all();
+    // experts may be pinned at once. Without `ready`, returns once every block is resident.
+    // With it, the reads of the missing blocks go on in the background: ready[i] says whether
+    // out[i] is resident already; call wait() before touching the others. Throws naming the
+    // file, layer and expert on a read error or a checksum mismatch (from wait() when the
+    // reads are in the background).
+    void acquire(int64_t layer, std::span<const int32_t> experts, std::span<const std::byte*> out,
+                 std::span<bool> ready = {});
+    void wait();
+    void release_all();   // waits for reads still in flight first
 
     const ExpertStoreStats& stats() const { return stats_; }
     void reset_stats() { stats_ = {}; }
 
 private:
+    struct Miss {
+        int64_t slot, expert;
+    };
     struct Slot {
         int64_t key = -1;   // layer * num_experts + expert, -1 when empty
         bool pinned = false;
@@ -83,6 +97,9 @@ private:
     std::vector<Slot> slot_info_;
     std::vector<int64_t> free_;
     std::vector<int64_t> pinned_;
+    std::vector<Miss> pending_;                        // misses being read
+    size_t pending_layer_ = 0;                         // their expert_layers() index
+    std::chrono::steady_clock::time_point read_start_;
     std::unordered_map<int64_t, int64_t> where_;       // key -> slot
     std::unordered_map<int64_t, size_t> layer_index_;  // model layer -> expert_layers() index
     std::vector<int> fds_;                             // per expert layer (O_DIRECT when asked)

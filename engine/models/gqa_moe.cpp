@@ -16,6 +16,7 @@
 #include <initializer_list>
 #include <chrono>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,8 @@ private:
     void attention_block(int64_t layer, int64_t n, int64_t position);
     void dense_ffn(const LayerWeights& lw, int64_t n);
     void moe_ffn(int64_t layer, const LayerWeights& lw, int64_t n);
+    struct ExpertWork;
+    void compute_experts(const std::vector<ExpertWork*>& work, int64_t n);
 
     ModelContext ctx_;
     const ModelConfig& c_;
@@ -86,6 +89,7 @@ private:
         MatmulInput* in = nullptr;   // own_in, or the batch's shared input
     };
     std::vector<ExpertWork> expert_work_;
+    std::unique_ptr<bool[]> ready_;   // per expert of a chunk: resident when acquired
     // activations, sized for the largest batch seen
     std::vector<float> x_, h_, q_, k_, v_, attn_, proj_, ffn_;
 };
@@ -100,6 +104,7 @@ GqaMoeDecoder::GqaMoeDecoder(const ModelContext& ctx)
     if (c_.num_shared_experts > 0) fail("shared experts are not supported for ", to_string(c_.family));
     const DenseWeights& w = ctx.weights;
     const int64_t H = c_.hidden_size;
+    ready_ = std::make_unique<bool[]>(static_cast<size_t>(std::max<int64_t>(1, c_.num_experts)));
     embed_ = w.matrix("embed_tokens.weight", c_.vocab_size, H);
     head_ = w.has("lm_head.weight") || !c_.tie_word_embeddings ? w.matrix("lm_head.weight", c_.vocab_size, H) : embed_;
     final_norm_ = w.vector("norm.weight", H);
@@ -211,8 +216,66 @@ void GqaMoeDecoder::dense_ffn(const LayerWeights& lw, int64_t n) {
     for (int64_t i = 0; i < n * H; ++i) x_[i] += ffn_[i];
 }
 
+// The experts' products for the rows routed to them: gate and up, SwiGLU, down (into wk.y).
+void GqaMoeDecoder::compute_experts(const std::vector<ExpertWork*>& work, int64_t n) {
+    if (work.empty()) return;
+    Stopwatch sw(ctx_.times.expert_compute);
+    const int64_t H = c_.hidden_size, I = c_.expert_intermediate_size;
+    const int64_t count = static_cast<int64_t>(work.size());
+    // Each expert's own buffers and gathered, prepared input, in parallel; for one token
+    // these loops are too short to share out (grain: all of it).
+    const int64_t per_task = n == 1 ? count : 1;
+    ctx_.pool.parallel_for(count, per_task, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+            ExpertWork& wk = *work[static_cast<size_t>(i)];
+            const int64_t m = static_cast<int64_t>(wk.tokens->size());
+            wk.g.resize(static_cast<size_t>(m * I));
+            wk.u.resize(static_cast<size_t>(m * I));
+            wk.y.resize(static_cast<size_t>(m * H));
+            if (wk.in != &wk.own_in) continue;   // the batch's shared input, prepared already
+            wk.x.resize(static_cast<size_t>(m * H));
+            for (int64_t j = 0; j < m; ++j)
+                std::copy_n(h_.data() + (*wk.tokens)[static_cast<size_t>(j)].first * H, H, wk.x.data() + j * H);
+            wk.own_in.reset(wk.x.data(), m, H);
+            wk.own_in.prepare(wk.gate);
+            wk.own_in.prepare(wk.up);
+        }
+    });
+    // Row blocks spread the experts' rows evenly over the threads in long contiguous runs
+    // (one block per expert and matrix when there are more experts than threads), in
+    // multiples of 16 rows; fn(work, r0, r1) on every row block of `rows` rows of every expert.
+    auto over_row_blocks = [&](int64_t rows, const auto& fn) {
+        const int64_t split = std::max<int64_t>(1, ctx_.pool.size() / count);
+        const int64_t grain = std::min(rows, ((rows + split - 1) / split + 15) / 16 * 16);
+        const int64_t per_expert = (rows + grain - 1) / grain;
+        ctx_.pool.parallel_for(count * per_expert, 1, [&](int64_t b0, int64_t b1) {
+            for (int64_t b = b0; b < b1; ++b) {
+                const int64_t r0 = (b % per_expert) * grain;
+                fn(*work[static_cast<size_t>(b / per_expert)], r0, std::min(rows, r0 + grain));
+            }
+        });
+    };
+    // gate and up rows, then SwiGLU on the same rows
+    over_row_blocks(I, [&](ExpertWork& wk, int64_t r0, int64_t r1) {
+        matmul_rows(wk.gate, *wk.in, wk.g.data(), I, r0, r1);
+        matmul_rows(wk.up, *wk.in, wk.u.data(), I, r0, r1);
+        for (int64_t j = 0; j < wk.in->n; ++j)
+            swiglu(wk.g.data() + j * I + r0, wk.u.data() + j * I + r0, wk.g.data() + j * I + r0, r1 - r0);
+    });
+    ctx_.pool.parallel_for(count, per_task, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+            ExpertWork& wk = *work[static_cast<size_t>(i)];
+            wk.act.reset(wk.g.data(), wk.in->n, I);
+            wk.act.prepare(wk.down);
+        }
+    });
+    over_row_blocks(H, [&](ExpertWork& wk, int64_t r0, int64_t r1) {
+        matmul_rows(wk.down, wk.act, wk.y.data(), H, r0, r1);
+    });
+}
+
 void GqaMoeDecoder::moe_ffn(int64_t l, const LayerWeights& lw, int64_t n) {
-    const int64_t H = c_.hidden_size, I = c_.expert_intermediate_size, E = c_.num_experts, K = c_.experts_per_token;
+    const int64_t H = c_.hidden_size, E = c_.num_experts, K = c_.experts_per_token;
     // token lists per expert, in expert order
     std::map<int32_t, std::vector<std::pair<int64_t, float>>> assigned;
     {
@@ -233,16 +296,18 @@ void GqaMoeDecoder::moe_ffn(int64_t l, const LayerWeights& lw, int64_t n) {
     const size_t chunk = static_cast<size_t>(store.slots());
     std::vector<const std::byte*> blocks(experts.size());
     MatmulInput all_tokens(h_.data(), n, H);   // the input of experts that get the whole batch
+    std::vector<ExpertWork>& work = expert_work_;   // buffers kept between calls
     for (size_t first = 0; first < experts.size(); first += chunk) {
         const size_t count = std::min(chunk, experts.size() - first);
         {
             Stopwatch sw(ctx_.times.expert_io_wait);
-            store.acquire(l, {experts.data() + first, count}, {blocks.data() + first, count});
+            // with overlap, the missing experts are read while the resident ones are computed
+            store.acquire(l, {experts.data() + first, count}, {blocks.data() + first, count},
+                          store.overlap_reads() ? std::span<bool>(ready_.get(), count) : std::span<bool>());
         }
-        Stopwatch sw(ctx_.times.expert_compute);
-        std::vector<ExpertWork>& work = expert_work_;   // buffers kept between calls
         work.resize(count);
         bool shared = false;
+        std::vector<ExpertWork*> resident, missing;
         for (size_t i = 0; i < count; ++i) {
             ExpertWork& wk = work[i];
             const std::byte* b = blocks[first + i];
@@ -256,66 +321,23 @@ void GqaMoeDecoder::moe_ffn(int64_t l, const LayerWeights& lw, int64_t n) {
             ctx_.times.flops += matmul_flops(wk.gate, m) * 3;
             ctx_.times.expert_flops += matmul_flops(wk.gate, m) * 3;
             ctx_.times.weight_bytes += wk.gate.bytes() * 3;
+            (!store.overlap_reads() || ready_[i] ? resident : missing).push_back(&wk);
         }
         if (shared) {   // always when decoding
             all_tokens.prepare(work[0].gate);
             all_tokens.prepare(work[0].up);
         }
-        // Each expert's own buffers and gathered, prepared input, in parallel; for one token
-        // these loops are too short to share out (grain: all of it).
-        const int64_t per_task = n == 1 ? static_cast<int64_t>(count) : 1;
-        ctx_.pool.parallel_for(static_cast<int64_t>(count), per_task, [&](int64_t i0, int64_t i1) {
-            for (int64_t i = i0; i < i1; ++i) {
-                ExpertWork& wk = work[static_cast<size_t>(i)];
-                const int64_t m = static_cast<int64_t>(wk.tokens->size());
-                wk.g.resize(static_cast<size_t>(m * I));
-                wk.u.resize(static_cast<size_t>(m * I));
-                wk.y.resize(static_cast<size_t>(m * H));
-                if (wk.in == &all_tokens) continue;
-                wk.x.resize(static_cast<size_t>(m * H));
-                for (int64_t j = 0; j < m; ++j)
-                    std::copy_n(h_.data() + (*wk.tokens)[static_cast<size_t>(j)].first * H, H, wk.x.data() + j * H);
-                wk.own_in.reset(wk.x.data(), m, H);
-                wk.own_in.prepare(wk.gate);
-                wk.own_in.prepare(wk.up);
+        compute_experts(resident, n);
+        if (!missing.empty()) {
+            {
+                Stopwatch sw(ctx_.times.expert_io_wait);
+                store.wait();
             }
-        });
-        // Row blocks spread the experts' rows evenly over the threads in long contiguous runs
-        // (one block per expert and matrix when there are more experts than threads), in
-        // multiples of 16 rows.
-        auto grain_for = [&](int64_t rows) {
-            const int64_t split = std::max<int64_t>(1, ctx_.pool.size() / static_cast<int64_t>(count));
-            return std::min(rows, ((rows + split - 1) / split + 15) / 16 * 16);
-        };
-        // fn(work, r0, r1) on every row block of `rows` rows of every expert of the chunk
-        auto over_row_blocks = [&](int64_t rows, const auto& fn) {
-            const int64_t grain = grain_for(rows), per_expert = (rows + grain - 1) / grain;
-            ctx_.pool.parallel_for(static_cast<int64_t>(count) * per_expert, 1, [&](int64_t b0, int64_t b1) {
-                for (int64_t b = b0; b < b1; ++b) {
-                    const int64_t r0 = (b % per_expert) * grain;
-                    fn(work[static_cast<size_t>(b / per_expert)], r0, std::min(rows, r0 + grain));
-                }
-            });
-        };
-        // gate and up rows, then SwiGLU on the same rows
-        over_row_blocks(I, [&](ExpertWork& wk, int64_t r0, int64_t r1) {
-            matmul_rows(wk.gate, *wk.in, wk.g.data(), I, r0, r1);
-            matmul_rows(wk.up, *wk.in, wk.u.data(), I, r0, r1);
-            for (int64_t j = 0; j < wk.in->n; ++j)
-                swiglu(wk.g.data() + j * I + r0, wk.u.data() + j * I + r0, wk.g.data() + j * I + r0, r1 - r0);
-        });
-        ctx_.pool.parallel_for(static_cast<int64_t>(count), per_task, [&](int64_t i0, int64_t i1) {
-            for (int64_t i = i0; i < i1; ++i) {
-                ExpertWork& wk = work[static_cast<size_t>(i)];
-                wk.act.reset(wk.g.data(), wk.in->n, I);
-                wk.act.prepare(wk.down);
-            }
-        });
-        over_row_blocks(H, [&](ExpertWork& wk, int64_t r0, int64_t r1) {
-            matmul_rows(wk.down, wk.act, wk.y.data(), H, r0, r1);
-        });
+            compute_experts(missing, n);
+        }
         // the weighted sum, split over the hidden columns (each sum in expert order, as
-        // with one thread)
+        // with one thread and whichever experts were resident)
+        Stopwatch sw(ctx_.times.expert_compute);
         ctx_.pool.parallel_for(H, n == 1 ? H : 256, [&](int64_t c0, int64_t c1) {
             for (const ExpertWork& wk : work)
                 for (size_t j = 0; j < wk.tokens->size(); ++j) {
