@@ -38,7 +38,7 @@ Engine::Impl::Impl(const std::string& directory, const EngineOptions& o) : optio
     config = model_config_from_json(pack->manifest().at("model"), pack->path_of("manifest.json") + ": model");
     if (o.context < 1) fail("context size must be at least 1, got ", o.context);
     if (o.batch < 1) fail("batch size must be at least 1, got ", o.batch);
-    weights = std::make_unique<DenseWeights>(*pack);
+    weights = std::make_unique<DenseWeights>(*pack, o.load_weights);
     pool = std::make_unique<ThreadPool>(o.threads);
     if (config.num_moe_layers() > 0) {
         if (!pack->has_experts()) fail(directory, ": the model has MoE layers but the pack has no experts part");

@@ -35,6 +35,7 @@ struct EngineOptions {
     bool verify_experts = false;       // XXH3 of each expert on first load
     int io_threads = 16;               // parallel expert reads
     bool overlap_reads = true;         // compute resident experts while missing ones are read
+    bool load_weights = false;         // read weights.bin into huge-page memory instead of mapping it
 };
 
 struct EngineStats {

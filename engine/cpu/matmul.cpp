@@ -197,6 +197,58 @@ bool uses_planes(int group) {
     return matmul_isa() >= MatmulIsa::avx512 && detail::int8_group_ok(group) && (group & (group - 1)) == 0;
 }
 
+// 16 lanes in GCC/Clang vector extensions: SSE code for the baseline, AVX2 in the clones of
+// the functions below.
+typedef float F32x16 __attribute__((vector_size(64)));
+typedef int32_t I32x16 __attribute__((vector_size(64)));
+typedef int8_t I8x16 __attribute__((vector_size(16)));
+
+// The sum and the largest magnitude of x[0, m), in 16 partial sums.
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void group_stats(
+    const float* x, int64_t m, float& sum, float& amax) {
+    F32x16 s = {}, a = {};
+    int64_t i = 0;
+    for (; i + 16 <= m; i += 16) {
+        F32x16 v;
+        std::memcpy(&v, x + i, sizeof v);
+        s += v;
+        const F32x16 magnitude = v < 0 ? -v : v;
+        a = a > magnitude ? a : magnitude;
+    }
+    float total = 0, largest = 0;
+    for (int k = 0; k < 16; ++k) {
+        total += s[k];
+        largest = std::max(largest, a[k]);
+    }
+    for (; i < m; ++i) {
+        total += x[i];
+        largest = std::max(largest, std::fabs(x[i]));
+    }
+    sum = total;
+    amax = largest;
+}
+
+// q[i] = round(x[i] * inv) clamped to [-127, 127]; rounds to nearest even with the 1.5 * 2^23
+// addition (exact for |v| < 2^22, and |v| <= 127 here) instead of a library call per value.
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void quantize_int8(
+    const float* x, int64_t m, float inv, int8_t* q) {
+    constexpr float kRound = 12582912.0f;
+    int64_t i = 0;
+    for (; i + 16 <= m; i += 16) {
+        F32x16 v;
+        std::memcpy(&v, x + i, sizeof v);
+        v *= inv;
+        v = v < -127.0f ? -127.0f : v;
+        v = v > 127.0f ? 127.0f : v;
+        const I8x16 r = __builtin_convertvector(__builtin_convertvector((v + kRound) - kRound, I32x16), I8x16);
+        std::memcpy(q + i, &r, sizeof r);
+    }
+    for (; i < m; ++i) {
+        const float v = std::min(std::max(x[i] * inv, -127.0f), 127.0f);
+        q[i] = static_cast<int8_t>(static_cast<int32_t>((v + kRound) - kRound));
+    }
+}
+
 }  // namespace
 
 bool detail::int8_inputs(const WeightMatrix& w, int64_t n) {
@@ -222,50 +274,47 @@ void MatmulInput::prepare(const WeightMatrix& w) {
         if (matmul_isa() == MatmulIsa::amx && x_tiles.empty()) detail::prepare_amx_input(x, n, cols, x_tiles);
         return;
     }
-    if (group_sums.empty()) {   // the bias term of the decode kernels
+    if (group_sums.empty()) {   // the bias term of the decode kernels; the int8 scales
         group_sums.assign(static_cast<size_t>(n * groups), 0.0f);
-        for (int64_t t = 0; t < n; ++t)
-            for (int64_t g = 0; g < groups; ++g) {
-                float s = 0;
-                for (int64_t c = g * group; c < std::min<int64_t>(cols, (g + 1) * group); ++c) s += x[t * cols + c];
-                group_sums[t * groups + g] = s;
-            }
-    }
-    if (!int8) return;
-    if (x_scales.empty()) {
         x_scales.assign(static_cast<size_t>(n * groups), 0.0f);
         for (int64_t t = 0; t < n; ++t)
             for (int64_t g = 0; g < groups; ++g) {
+                const int64_t c0 = g * group, m = std::min<int64_t>(cols - c0, group);
                 float amax = 0;
-                for (int64_t c = g * group; c < std::min<int64_t>(cols, (g + 1) * group); ++c)
-                    amax = std::max(amax, std::fabs(x[t * cols + c]));
+                group_stats(x + t * cols + c0, m, group_sums[t * groups + g], amax);
                 // zeros (or no usable scale): scale 0 and all codes 0
                 if (amax > 0 && std::isfinite(amax)) x_scales[t * groups + g] = amax / 127.0f;
             }
     }
-    if (!uses_planes(group)) {
-        if (xq.empty()) quantize(groups * group, [](int64_t c) { return c; }, xq);
-        return;
+    if (!int8) return;
+    if (xq.empty()) {
+        const int64_t length = groups * group;
+        xq.assign(static_cast<size_t>(n * length), 0);
+        for (int64_t t = 0; t < n; ++t)
+            for (int64_t g = 0; g < groups; ++g) {
+                const float scale = x_scales[t * groups + g];
+                if (scale == 0) continue;
+                const int64_t c0 = g * group, m = std::min<int64_t>(cols - c0, group);
+                quantize_int8(x + t * cols + c0, m, 1.0f / scale, xq.data() + t * length + c0);
+            }
     }
+    if (!uses_planes(group)) return;
     auto& planes = xq_planes[plane_index(w.bits)];
     if (!planes.empty()) return;
-    const int64_t per = 8 / w.bits, span = 64 * per;
+    // xq_planes[span * S + k * 64 + j] = xq[span * S + j * per + k]
+    const int64_t per = 8 / w.bits, span = 64 * per, length = groups * group;
     const int64_t spans = (cols + span - 1) / span;
-    quantize(spans * span, [&](int64_t c) { return c / span * span + c % span % per * 64 + c % span / per; }, planes);
-}
-
-template <typename Index, typename Vector>
-void MatmulInput::quantize(int64_t row_length, Index index, Vector& out) const {
-    out.assign(static_cast<size_t>(n * row_length), 0);
-    for (int64_t t = 0; t < n; ++t)
-        for (int64_t g = 0; g < groups; ++g) {
-            const float scale = x_scales[t * groups + g];
-            if (scale == 0) continue;
-            const float inv = 1.0f / scale;
-            int8_t* q = out.data() + t * row_length;
-            for (int64_t c = g * group; c < std::min<int64_t>(cols, (g + 1) * group); ++c)
-                q[index(c)] = static_cast<int8_t>(std::clamp(std::nearbyint(x[t * cols + c] * inv), -127.0f, 127.0f));
-        }
+    planes.assign(static_cast<size_t>(n * spans * span), 0);
+    for (int64_t t = 0; t < n; ++t) {
+        const int8_t* q = xq.data() + t * length;
+        int8_t* out = planes.data() + t * spans * span;
+        for (int64_t p = 0; p < spans; ++p)
+            for (int64_t k = 0; k < per; ++k)
+                for (int64_t j = 0; j < 64; ++j) {
+                    const int64_t c = p * span + j * per + k;
+                    out[p * span + k * 64 + j] = c < length ? q[c] : 0;
+                }
+    }
 }
 
 namespace {

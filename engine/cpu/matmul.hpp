@@ -72,7 +72,7 @@ public:
     // those kernels unpack w.bits-bit codes: per input, spans of 64 bytes of codes (64 * 8 /
     // bits codes); within a span, plane k (bit field k of each code byte) holds 64 values:
     // xq_planes[span * S + k * 64 + j] = xq of column span * S + j * (8 / bits) + k, S the
-    // span's codes; zero past the row. Indexed by plane_index(bits); filled instead of xq.
+    // span's codes; zero past the row. Indexed by plane_index(bits).
     std::vector<int8_t, CacheLineAllocator<int8_t>> xq_planes[3];   // [n, spans * S]
     static int plane_index(int bits) { return bits == 2 ? 0 : bits == 4 ? 1 : 2; }
     // For the AMX kernels (affine weights, from kPrefillMinInputs inputs on, when they are the
@@ -80,11 +80,6 @@ public:
     // each [cols / 2][16 inputs][2] (pairs of consecutive columns per input), cols rounded up
     // to 32 and missing inputs padded with zeros.
     std::vector<uint16_t> x_tiles;
-
-private:
-    // Each input row's int8 values, value of column c at out[t * row_length + index(c)].
-    template <typename Index, typename Vector>
-    void quantize(int64_t row_length, Index index, Vector& out) const;
 };
 
 // Which kernels the products use. The default is the best the CPU supports; set_matmul_isa()

@@ -100,14 +100,18 @@ int run(BenchOptions& o) {
     const double g = static_cast<double>(o.gen);
     const double decode_s = static_cast<double>(decode.decode_ns) / 1e9 / g;
     const double bytes_disk = static_cast<double>(decode.experts.bytes_read) / g;
-    const double bytes_mem = static_cast<double>(decode.phases.weight_bytes) / g;
+    // Memory traffic: the weights the products read, plus the expert blocks copied into the
+    // cache (from the page cache: read and written; with O_DIRECT the device writes them).
+    const double copy_factor = o.run.engine.direct_io ? 1.0 : 2.0;
+    const double bytes_mem = static_cast<double>(decode.phases.weight_bytes) / g + copy_factor * bytes_disk;
     const double flops = decode.phases.flops / g;
     const double t_mem = bytes_mem / mem_bw, t_disk = read_bw > 0 ? bytes_disk / read_bw : 0;
     const double t_flop = compute_time(decode, false) / g;
     const double bound = std::max({t_mem, t_disk, t_flop});
     const double p = static_cast<double>(prefill.prompt_tokens);
     const double prefill_s = static_cast<double>(prefill.prompt_ns) / 1e9;
-    const double prefill_bound = std::max({static_cast<double>(prefill.phases.weight_bytes) / mem_bw,
+    const double prefill_bound = std::max({(static_cast<double>(prefill.phases.weight_bytes) +
+                                            copy_factor * static_cast<double>(prefill.experts.bytes_read)) / mem_bw,
                                            read_bw > 0 ? static_cast<double>(prefill.experts.bytes_read) / read_bw : 0,
                                            compute_time(prefill, true)});
     const uint64_t lookups = decode.experts.hits + decode.experts.misses;
