@@ -1,11 +1,8 @@
-// The non-expert weights of a pack: weights.bin mapped read-only (or read into anonymous
-// memory on huge pages), tensors looked up by their normalised names and handed out as views
-// (shape-checked against what the graph expects).
+// The non-expert weights of a pack: weights.bin mapped read-only, tensors looked up by their
+// normalised names and handed out as views (shape-checked against what the graph expects).
 #pragma once
 
-#include <cstddef>
 #include <cstdint>
-#include <span>
 #include <string>
 
 #include "cpu/matmul.hpp"
@@ -16,27 +13,20 @@ namespace moepack::engine {
 
 class DenseWeights {
 public:
-    // Maps weights.bin of `pack` (with `load`, reads it into memory advised to huge pages:
-    // fewer TLB misses in the products, at the cost of reading it at open and of memory not
-    // shared with the page cache) and checks its header; throws moepack::Error naming the file.
-    DenseWeights(const Pack& pack, bool load);
-    ~DenseWeights();
-    DenseWeights(const DenseWeights&) = delete;
-    DenseWeights& operator=(const DenseWeights&) = delete;
+    // Maps weights.bin of `pack` and checks its header; throws moepack::Error naming the file.
+    explicit DenseWeights(const Pack& pack);
 
     bool has(const std::string& name) const { return pack_.find_tensor(name) != nullptr; }
     // A 2-D weight [rows, cols]; throws naming the tensor when it is missing or shaped otherwise.
     WeightMatrix matrix(const std::string& name, int64_t rows, int64_t cols) const;
     // A 1-D f32 tensor of `size` values.
     const float* vector(const std::string& name, int64_t size) const;
-    uint64_t bytes() const { return bytes_.size(); }
+    uint64_t bytes() const { return file_.bytes().size(); }
 
 private:
     const PackTensor& find(const std::string& name) const;
     const Pack& pack_;
     MappedFile file_;
-    std::byte* loaded_ = nullptr;        // the anonymous copy, when loaded
-    std::span<const std::byte> bytes_;   // the mapping or the copy
 };
 
 }  // namespace moepack::engine

@@ -38,7 +38,7 @@ Engine::Impl::Impl(const std::string& directory, const EngineOptions& o) : optio
     config = model_config_from_json(pack->manifest().at("model"), pack->path_of("manifest.json") + ": model");
     if (o.context < 1) fail("context size must be at least 1, got ", o.context);
     if (o.batch < 1) fail("batch size must be at least 1, got ", o.batch);
-    weights = std::make_unique<DenseWeights>(*pack, o.load_weights);
+    weights = std::make_unique<DenseWeights>(*pack);
     pool = std::make_unique<ThreadPool>(o.threads);
     if (config.num_moe_layers() > 0) {
         if (!pack->has_experts()) fail(directory, ": the model has MoE layers but the pack has no experts part");
@@ -52,7 +52,10 @@ Engine::Impl::Impl(const std::string& directory, const EngineOptions& o) : optio
         so.direct_io = o.direct_io;
         so.verify = o.verify_experts;
         so.io_threads = o.io_threads;
-        so.overlap_reads = o.overlap_reads;
+        // Reads through the page cache are copies made by the cores, which the experts'
+        // products need too (overlapping them made decode slower); O_DIRECT reads leave the
+        // cores free.
+        so.overlap_reads = o.overlap_reads && o.direct_io;
         so.compute = pool.get();
         experts = std::make_unique<ExpertStore>(*pack, so);
     }

@@ -34,8 +34,7 @@ struct EngineOptions {
     bool direct_io = false;            // O_DIRECT expert reads
     bool verify_experts = false;       // XXH3 of each expert on first load
     int io_threads = 16;               // parallel expert reads
-    bool overlap_reads = true;         // compute resident experts while missing ones are read
-    bool load_weights = false;         // read weights.bin into huge-page memory instead of mapping it
+    bool overlap_reads = true;         // with direct_io: compute resident experts while missing ones are read
 };
 
 struct EngineStats {

@@ -24,7 +24,7 @@ inline constexpr int64_t kPrefillMinInputs = 4;
 // while products run).
 int64_t int8_max_inputs();
 void set_int8_max_inputs(int64_t n);
-inline constexpr int64_t kInt8MaxInputsDefault = 17;
+inline constexpr int64_t kInt8MaxInputsDefault = 12;
 
 // Whether products of w with n inputs run on int8-quantised inputs (with the kernels now in use).
 bool int8_inputs(const WeightMatrix& w, int64_t n);

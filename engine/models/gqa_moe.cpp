@@ -241,12 +241,12 @@ void GqaMoeDecoder::compute_experts(const std::vector<ExpertWork*>& work, int64_
             wk.own_in.prepare(wk.up);
         }
     });
-    // Row blocks spread the experts' rows evenly over the threads in long contiguous runs
-    // (one block per expert and matrix when there are more experts than threads), in
+    // Row blocks of the experts' rows, about four per thread (taken dynamically, so a slow
+    // thread takes fewer), one per expert and matrix when there are more experts than that, in
     // multiples of 16 rows; fn(work, r0, r1) on every row block of `rows` rows of every expert.
     auto over_row_blocks = [&](int64_t rows, const auto& fn) {
-        const int64_t split = std::max<int64_t>(1, ctx_.pool.size() / count);
-        const int64_t grain = std::min(rows, ((rows + split - 1) / split + 15) / 16 * 16);
+        const int64_t per_block = (count * rows + 4 * ctx_.pool.size() - 1) / (4 * ctx_.pool.size());
+        const int64_t grain = std::min(rows, std::max<int64_t>(16, (per_block + 15) / 16 * 16));
         const int64_t per_expert = (rows + grain - 1) / grain;
         ctx_.pool.parallel_for(count * per_expert, 1, [&](int64_t b0, int64_t b1) {
             for (int64_t b = b0; b < b1; ++b) {

@@ -18,10 +18,8 @@ void add_run_options(CLI::App* cmd, RunOptions& o) {
     cmd->add_flag("--direct-io", o.engine.direct_io, "read experts with O_DIRECT (bypass the page cache)");
     cmd->add_flag("--verify-experts", o.engine.verify_experts, "check each expert's checksum when first loaded");
     cmd->add_option("--io-threads", o.engine.io_threads, "parallel expert reads")->capture_default_str();
-    cmd->add_flag("--no-mmap", o.engine.load_weights,
-                  "read weights.bin into memory backed by huge pages instead of mapping it (fewer TLB misses)");
     cmd->add_flag("!--no-read-overlap", o.engine.overlap_reads,
-                  "wait for all of a layer's expert reads before computing any expert (for measurements)");
+                  "with --direct-io: wait for a layer's expert reads before computing any of its experts (for measurements)");
 }
 
 std::unique_ptr<engine::Engine> open_engine(RunOptions& o) {
