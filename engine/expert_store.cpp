@@ -21,7 +21,7 @@
 
 namespace moepack::engine {
 
-// Blocking reads on their own threads, so compute threads never sleep in the kernel.
+// Blocking O_DIRECT reads on their own threads, so compute threads never sleep in the kernel.
 class ExpertStore::IoPool {
 public:
     explicit IoPool(int threads) {
@@ -95,7 +95,7 @@ private:
 namespace {
 
 // Smallest part of an expert block read by one request (a multiple of kExpertAlignment).
-constexpr uint64_t kReadPartBytes = 512 * 1024;
+constexpr uint64_t kReadPartBytes = 256 * 1024;
 
 int64_t slot_count(const Pack& pack, const ExpertStoreOptions& o) {
     const uint64_t stride = pack.expert_layout().stride;
@@ -140,7 +140,7 @@ ExpertStore::ExpertStore(const Pack& pack, const ExpertStoreOptions& options)
             fds_.push_back(layers[i].fd);
         }
     }
-    io_ = std::make_unique<IoPool>(options.io_threads);
+    if (!copies_on_compute_threads()) io_ = std::make_unique<IoPool>(options.io_threads);
 }
 
 ExpertStore::~ExpertStore() {
@@ -218,29 +218,55 @@ void ExpertStore::acquire(int64_t layer, std::span<const int32_t> experts, std::
     if (pending_.empty()) return;
     pending_layer_ = layer_index;
     read_start_ = std::chrono::steady_clock::now();
-    // Each block is read in parts so that a few misses still keep many requests in flight.
+    // Each block is read in parts so that a few misses still keep every reader busy (about two
+    // parts per reader).
     const uint64_t length = options_.direct_io ? layout().stride : layout().bytes;
-    const uint64_t parts = std::max<uint64_t>(1, std::min<uint64_t>(length / kReadPartBytes,
-                                                                    static_cast<uint64_t>(options_.io_threads) / pending_.size()));
+    const uint64_t readers = static_cast<uint64_t>(copies_on_compute_threads() ? options_.compute->size() : options_.io_threads);
+    const uint64_t parts = std::max<uint64_t>(
+        1, std::min<uint64_t>(length / kReadPartBytes, (2 * readers + pending_.size() - 1) / pending_.size()));
     const uint64_t part = pack::align_up((length + parts - 1) / parts, pack::kExpertAlignment);
-    io_->start(pending_.size() * parts, [this, parts, part, length, layer_index](size_t task) {
+    read_tasks_ = pending_.size() * parts;
+    read_task_ = [this, parts, part, length, layer_index](size_t task) {
         const Miss& m = pending_[task / parts];
         const uint64_t begin = (task % parts) * part, end = std::min(length, begin + part);
         if (begin < end) read_part(m.slot, layer_index, m.expert, begin, end);
-    });
-    if (ready.empty()) wait();
+    };
+    if (ready.empty() || !io_) {   // copies by the compute threads cannot run in the background
+        wait();
+        std::fill(ready.begin(), ready.end(), true);
+        return;
+    }
+    io_->start(read_tasks_, read_task_);
+    reads_started_ = true;
+}
+
+bool ExpertStore::copies_on_compute_threads() const { return options_.compute && !options_.direct_io; }
+
+void ExpertStore::run_reads(size_t count, const std::function<void(size_t)>& task) {
+    if (copies_on_compute_threads()) {
+        options_.compute->parallel_for(static_cast<int64_t>(count), 1, [&](int64_t begin, int64_t end) {
+            for (int64_t i = begin; i < end; ++i) task(static_cast<size_t>(i));
+        });
+        return;
+    }
+    if (options_.compute) options_.compute->rest();   // the readers wait on the device
+    io_->run(count, task);
 }
 
 void ExpertStore::wait() {
     if (pending_.empty()) return;
-    // The compute threads sleep while the reads have the cores.
-    if (options_.compute && !io_->idle()) options_.compute->rest();
     const auto wait_start = std::chrono::steady_clock::now();
     const size_t layer_index = pending_layer_;
     try {
-        io_->wait();
+        if (reads_started_) {
+            reads_started_ = false;
+            if (options_.compute && !io_->idle()) options_.compute->rest();   // the compute threads sleep
+            io_->wait();
+        } else {
+            run_reads(read_tasks_, read_task_);
+        }
         if (options_.verify)
-            io_->run(pending_.size(), [&](size_t i) {
+            run_reads(pending_.size(), [&](size_t i) {
                 if (!verified_[layer_index][static_cast<size_t>(pending_[i].expert)])
                     verify(pending_[i].slot, layer_index, pending_[i].expert);
             });

@@ -1,13 +1,15 @@
 // The expert store: the only way routed experts reach compute. A bounded RAM cache of
 // expert blocks (slots of the pack's expert stride, in one anonymous mapping) with a
-// pluggable eviction policy; misses are read with one pread per expert on a pool of I/O
-// threads, optionally with O_DIRECT (aligned slots, page cache bypassed), optionally
-// checked against the manifest's XXH3 on first load.
+// pluggable eviction policy; misses are read in parts with pread (through the page cache by
+// the compute threads, or with O_DIRECT, aligned slots and the page cache bypassed, by a pool
+// of I/O threads, optionally in the background), optionally checked against the manifest's
+// XXH3 on first load.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -88,6 +90,11 @@ private:
     void read_part(int64_t slot, size_t layer_index, int64_t expert, uint64_t begin, uint64_t end);
     // Throws naming the file, layer and expert when the block's XXH3 differs from the manifest.
     void verify(int64_t slot, size_t layer_index, int64_t expert);
+    // Reads through the page cache are copies: the compute threads, idle until the experts
+    // arrive, make them (no threads to wake or to put to sleep). O_DIRECT reads wait on the
+    // device: the I/O threads issue them while the compute threads sleep.
+    bool copies_on_compute_threads() const;
+    void run_reads(size_t count, const std::function<void(size_t)>& task);
 
     const Pack& pack_;
     ExpertStoreOptions options_;
@@ -98,6 +105,9 @@ private:
     std::vector<int64_t> free_;
     std::vector<int64_t> pinned_;
     std::vector<Miss> pending_;                        // misses being read
+    std::function<void(size_t)> read_task_;            // reads part i of the pending misses
+    size_t read_tasks_ = 0;
+    bool reads_started_ = false;                       // on the I/O threads, in the background
     size_t pending_layer_ = 0;                         // their expert_layers() index
     std::chrono::steady_clock::time_point read_start_;
     std::unordered_map<int64_t, int64_t> where_;       // key -> slot

@@ -17,7 +17,7 @@ void add_run_options(CLI::App* cmd, RunOptions& o) {
     cmd->add_option("--cache-policy", o.cache_policy, "expert cache eviction: lru, lfu or lru2")->capture_default_str();
     cmd->add_flag("--direct-io", o.engine.direct_io, "read experts with O_DIRECT (bypass the page cache)");
     cmd->add_flag("--verify-experts", o.engine.verify_experts, "check each expert's checksum when first loaded");
-    cmd->add_option("--io-threads", o.engine.io_threads, "parallel expert reads")->capture_default_str();
+    cmd->add_option("--io-threads", o.engine.io_threads, "parallel expert reads with --direct-io")->capture_default_str();
     cmd->add_flag("!--no-read-overlap", o.engine.overlap_reads,
                   "with --direct-io: wait for a layer's expert reads before computing any of its experts (for measurements)");
 }
