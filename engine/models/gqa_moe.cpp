@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <initializer_list>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -69,6 +70,11 @@ private:
     void attention_block(int64_t layer, int64_t n, int64_t position);
     void dense_ffn(const LayerWeights& lw, int64_t n);
     void moe_ffn(int64_t layer, const LayerWeights& lw, int64_t n);
+    // fn(t0, t1) on rows [t0, t1) of the batch: on the calling thread for a few rows (decode),
+    // spread over the pool for a prompt's.
+    void for_rows(int64_t n, const std::function<void(int64_t, int64_t)>& fn);
+    void add_rows(int64_t n, const float* y);   // x_ += y, rows [0, n)
+    static constexpr int64_t kParallelRows = 8;
     struct ExpertWork;
     void compute_experts(const std::vector<ExpertWork*>& work, int64_t n);
 
@@ -184,36 +190,58 @@ void GqaMoeDecoder::attention_block(int64_t l, int64_t n, int64_t position) {
     const LayerWeights& lw = layers_[static_cast<size_t>(l)];
     const int64_t H = c_.hidden_size, D = c_.head_dim;
     const float eps = static_cast<float>(c_.rms_norm_eps);
-    rms_norm_to(x_.data(), h_.data(), n, H, lw.input_norm, eps);
+    for_rows(n, [&](int64_t t0, int64_t t1) {
+        rms_norm_to(x_.data() + t0 * H, h_.data() + t0 * H, t1 - t0, H, lw.input_norm, eps);
+    });
     products(h_.data(), n, {{&lw.q, q_.data()}, {&lw.k, k_.data()}, {&lw.v, v_.data()}});
-    if (c_.qk_norm == QkNorm::per_head) {
-        rms_norm(q_.data(), n * c_.num_heads, D, lw.q_norm, eps);
-        rms_norm(k_.data(), n * c_.num_kv_heads, D, lw.k_norm, eps);
-    } else if (c_.qk_norm == QkNorm::full_width) {
-        rms_norm(q_.data(), n, q_dim_, lw.q_norm, eps);
-        rms_norm(k_.data(), n, kv_dim_, lw.k_norm, eps);
-    }
-    rope_.apply(q_.data(), n, c_.num_heads, D, position);
-    rope_.apply(k_.data(), n, c_.num_kv_heads, D, position);
     float* kc = ctx_.kv.keys(l);
     float* vc = ctx_.kv.values(l);
-    std::copy(k_.begin(), k_.begin() + n * kv_dim_, kc + position * kv_dim_);
-    std::copy(v_.begin(), v_.begin() + n * kv_dim_, vc + position * kv_dim_);
+    for_rows(n, [&](int64_t t0, int64_t t1) {
+        const int64_t m = t1 - t0;
+        float* q = q_.data() + t0 * q_dim_;
+        float* k = k_.data() + t0 * kv_dim_;
+        if (c_.qk_norm == QkNorm::per_head) {
+            rms_norm(q, m * c_.num_heads, D, lw.q_norm, eps);
+            rms_norm(k, m * c_.num_kv_heads, D, lw.k_norm, eps);
+        } else if (c_.qk_norm == QkNorm::full_width) {
+            rms_norm(q, m, q_dim_, lw.q_norm, eps);
+            rms_norm(k, m, kv_dim_, lw.k_norm, eps);
+        }
+        rope_.apply(q, m, c_.num_heads, D, position + t0);
+        rope_.apply(k, m, c_.num_kv_heads, D, position + t0);
+        std::copy(k, k + m * kv_dim_, kc + (position + t0) * kv_dim_);
+        std::copy(v_.data() + t0 * kv_dim_, v_.data() + t1 * kv_dim_, vc + (position + t0) * kv_dim_);
+    });
     const int64_t window = c_.layers[static_cast<size_t>(l)].attention == AttentionKind::sliding ? c_.sliding_window : 0;
     attention(ctx_.pool, q_.data(), kc, vc, attn_.data(), n, position, c_.num_heads, c_.num_kv_heads, D, window);
     product(lw.o, attn_.data(), n, proj_.data());
-    for (int64_t i = 0; i < n * H; ++i) x_[i] += proj_[i];
+    add_rows(n, proj_.data());
+}
+
+void GqaMoeDecoder::for_rows(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+    if (n < kParallelRows) {
+        fn(0, n);
+        return;
+    }
+    ctx_.pool.parallel_for(n, std::max<int64_t>(1, n / (4 * ctx_.pool.size())), fn);
+}
+
+void GqaMoeDecoder::add_rows(int64_t n, const float* y) {
+    const int64_t H = c_.hidden_size;
+    for_rows(n, [&](int64_t t0, int64_t t1) {
+        for (int64_t i = t0 * H; i < t1 * H; ++i) x_[i] += y[i];
+    });
 }
 
 void GqaMoeDecoder::dense_ffn(const LayerWeights& lw, int64_t n) {
     Stopwatch sw(ctx_.times.expert_compute);
-    const int64_t F = c_.intermediate_size, H = c_.hidden_size;
+    const int64_t F = c_.intermediate_size;
     std::vector<float> g(static_cast<size_t>(n * F)), u(static_cast<size_t>(n * F));
     product(lw.gate, h_.data(), n, g.data());
     product(lw.up, h_.data(), n, u.data());
     swiglu(g.data(), u.data(), g.data(), n * F);
     product(lw.down, g.data(), n, ffn_.data());
-    for (int64_t i = 0; i < n * H; ++i) x_[i] += ffn_[i];
+    add_rows(n, ffn_.data());
 }
 
 // The experts' products for the rows routed to them: gate and up, SwiGLU, down (into wk.y).
@@ -282,11 +310,15 @@ void GqaMoeDecoder::moe_ffn(int64_t l, const LayerWeights& lw, int64_t n) {
         Stopwatch sw(ctx_.times.routing);
         std::vector<float> logits(static_cast<size_t>(n * E));
         product(lw.router, h_.data(), n, logits.data());
-        std::vector<Routed> routed(static_cast<size_t>(K));
-        for (int64_t t = 0; t < n; ++t) {
-            route(c_.routing, logits.data() + t * E, E, K, routed.data());
-            for (const Routed& r : routed) assigned[r.expert].push_back({t, r.weight});
-        }
+        std::vector<Routed> routed(static_cast<size_t>(n * K));
+        for_rows(n, [&](int64_t t0, int64_t t1) {
+            for (int64_t t = t0; t < t1; ++t) route(c_.routing, logits.data() + t * E, E, K, routed.data() + t * K);
+        });
+        for (int64_t t = 0; t < n; ++t)
+            for (int64_t i = 0; i < K; ++i) {
+                const Routed& r = routed[static_cast<size_t>(t * K + i)];
+                assigned[r.expert].push_back({t, r.weight});
+            }
     }
     std::fill(ffn_.begin(), ffn_.begin() + n * H, 0.0f);
     std::vector<int32_t> experts;
@@ -349,7 +381,7 @@ void GqaMoeDecoder::moe_ffn(int64_t l, const LayerWeights& lw, int64_t n) {
         });
         store.release_all();
     }
-    for (int64_t i = 0; i < n * H; ++i) x_[i] += ffn_[i];
+    add_rows(n, ffn_.data());
 }
 
 void GqaMoeDecoder::forward(std::span<const int32_t> tokens, int64_t position, bool all_logits, float* logits) {
@@ -370,7 +402,10 @@ void GqaMoeDecoder::forward(std::span<const int32_t> tokens, int64_t position, b
     for (int64_t l = 0; l < c_.num_layers; ++l) {
         attention_block(l, n, position);
         const LayerWeights& lw = layers_[static_cast<size_t>(l)];
-        rms_norm_to(x_.data(), h_.data(), n, H, lw.post_norm, static_cast<float>(c_.rms_norm_eps));
+        for_rows(n, [&](int64_t t0, int64_t t1) {
+            rms_norm_to(x_.data() + t0 * H, h_.data() + t0 * H, t1 - t0, H, lw.post_norm,
+                        static_cast<float>(c_.rms_norm_eps));
+        });
         if (lw.moe)
             moe_ffn(l, lw, n);
         else
