@@ -26,7 +26,7 @@ class ThreadPool;
 struct ExpertStoreOptions {
     uint64_t cache_bytes = 0;   // rounded down to whole slots, at least min_slots
     int64_t min_slots = 1;      // the most experts one acquire() may pin
-    CachePolicyKind policy = CachePolicyKind::lru;
+    CachePolicyKind policy = CachePolicyKind::lru2;
     bool direct_io = false;
     bool verify = false;        // XXH3 of each expert on its first load
     int io_threads = 16;

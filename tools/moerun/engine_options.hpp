@@ -16,7 +16,7 @@ struct RunOptions {
     std::string model;
     engine::EngineOptions engine;
     double expert_cache_gb = -1;
-    std::string cache_policy = "lru";
+    std::string cache_policy = "lru2";
 };
 
 // Registers --model, --threads, --ctx, --batch, --expert-cache-gb, --cache-policy,
