@@ -61,25 +61,28 @@ constexpr int64_t kRowTile = 8;
 struct PlaneRows {
     int64_t G, groups, row_bytes, spans, plane_row, padded;
     __mmask64 last_mask;      // code bytes of the last span
-    bool lanes_share_group;   // groups at least as long as spans
     int group_shift;          // log2 G
     __m512i lane_index;       // otherwise: the group of lane k, from the span's first group on
     float* scales;            // [kTokenBlock, padded]: weight scale x input scale per group
 };
 
-// Row r (codes, scales s, biases b) times inputs t0 .. t0 + T - 1, into y.
-template <int Bits, int T>
+// Row r (codes, scales s, biases b) times inputs t0 .. t0 + T - 1, into y. SharedGroup: groups
+// at least as long as spans (every lane of a span in one group), known when compiled.
+template <int Bits, int T, bool SharedGroup>
 MOEPACK_AVX512 inline void row_planes(const PlaneRows& k, const MatmulInput& in, const uint8_t* codes,
                                       const uint16_t* s, const uint16_t* b, int64_t t0, float* y, int64_t y_stride) {
     constexpr int64_t per = 8 / Bits, span = 64 * per;
-    const int8_t* xq = in.xq_planes[MatmulInput::plane_index(Bits)].data() + t0 * k.plane_row;
+    // (the stores to k.scales could alias the vectors' pointers: read those once)
+    const int8_t* const xq = in.xq_planes[MatmulInput::plane_index(Bits)].data() + t0 * k.plane_row;
+    const float* const x_scales = in.x_scales.data() + t0 * k.groups;
+    const float* const group_sums = in.group_sums.data() + t0 * k.groups;
     // per input: the bias term sum_g bias_g * sum(x_g) as 16 lanes, and the group scales
     __m512 acc[T];
     for (int t = 0; t < T; ++t) {
         acc[t] = _mm512_setzero_ps();
         float* sc = k.scales + t * k.padded;
-        const float* sx = in.x_scales.data() + (t0 + t) * k.groups;
-        const float* gs = in.group_sums.data() + (t0 + t) * k.groups;
+        const float* sx = x_scales + t * k.groups;
+        const float* gs = group_sums + t * k.groups;
         for (int64_t g = 0; g < k.groups; g += 16) {
             const __mmask16 m = k.groups - g >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << (k.groups - g)) - 1);
             acc[t] = _mm512_fmadd_ps(load_bf16x16(m, b + g), _mm512_maskz_loadu_ps(m, gs + g), acc[t]);
@@ -99,15 +102,15 @@ MOEPACK_AVX512 inline void row_planes(const PlaneRows& k, const MatmulInput& in,
             __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), plane[0], _mm512_loadu_si512(xs));
             for (int i = 1; i < per; ++i) d = _mm512_dpbusd_epi32(d, plane[i], _mm512_loadu_si512(xs + i * 64));
             const float* sc = k.scales + t * k.padded + g0;
-            const __m512 lane_scale = k.lanes_share_group ? _mm512_set1_ps(*sc)
-                                                          : _mm512_permutexvar_ps(k.lane_index, _mm512_loadu_ps(sc));
+            const __m512 lane_scale = SharedGroup ? _mm512_set1_ps(*sc)
+                                                  : _mm512_permutexvar_ps(k.lane_index, _mm512_loadu_ps(sc));
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), lane_scale, acc[t]);
         }
     }
     for (int t = 0; t < T; ++t) y[(t0 + t) * y_stride] = hsum(acc[t]);
 }
 
-template <int Bits>
+template <int Bits, bool SharedGroup>
 MOEPACK_AVX512 void affine_rows_int8(const WeightMatrix& w, const MatmulInput& in, float* y, int64_t y_stride,
                                      int64_t r0, int64_t r1) {
     constexpr int64_t per = 8 / Bits, span = 64 * per;
@@ -119,10 +122,9 @@ MOEPACK_AVX512 void affine_rows_int8(const WeightMatrix& w, const MatmulInput& i
     k.plane_row = k.spans * span;
     const int64_t last_bytes = (w.cols * Bits + 7) / 8 - (k.spans - 1) * 64;
     k.last_mask = last_bytes >= 64 ? ~__mmask64{0} : (__mmask64{1} << last_bytes) - 1;
-    k.lanes_share_group = k.G >= span;
     k.group_shift = __builtin_ctzll(static_cast<unsigned long long>(k.G));
     alignas(64) int32_t lane_group[16];
-    for (int i = 0; i < 16; ++i) lane_group[i] = static_cast<int32_t>(k.lanes_share_group ? 0 : 4 * per * i / k.G);
+    for (int i = 0; i < 16; ++i) lane_group[i] = static_cast<int32_t>(SharedGroup ? 0 : 4 * per * i / k.G);
     k.lane_index = _mm512_load_si512(lane_group);
     thread_local std::vector<float> scale_buf;
     k.padded = (k.groups + 15) / 16 * 16 + 16;
@@ -135,7 +137,7 @@ MOEPACK_AVX512 void affine_rows_int8(const WeightMatrix& w, const MatmulInput& i
         constexpr int T = decltype(block)::value;
         for (int64_t r = rb; r < re; ++r) {
             if (t == 0) prefetch_row(w, r + kPrefetchRows, r1, k.row_bytes, k.groups);
-            row_planes<Bits, T>(k, in, reinterpret_cast<const uint8_t*>(w.data) + r * k.row_bytes,
+            row_planes<Bits, T, SharedGroup>(k, in, reinterpret_cast<const uint8_t*>(w.data) + r * k.row_bytes,
                                 w.scales + r * k.groups, w.biases + r * k.groups, t, y + r, y_stride);
         }
     };
@@ -154,6 +156,16 @@ MOEPACK_AVX512 void affine_rows_int8(const WeightMatrix& w, const MatmulInput& i
             default: break;
         }
     }
+}
+
+template <int Bits>
+MOEPACK_AVX512 bool int8_rows(const WeightMatrix& w, const MatmulInput& in, float* y, int64_t y_stride, int64_t r0,
+                              int64_t r1) {
+    if (w.group_size >= 64 * (8 / Bits))
+        affine_rows_int8<Bits, true>(w, in, y, y_stride, r0, r1);
+    else
+        affine_rows_int8<Bits, false>(w, in, y, y_stride, r0, r1);
+    return true;
 }
 
 // y[t, i] (+)= rows[i] . xs[t] over kc columns, for T inputs and 4 rows (nr of them kept).
@@ -244,9 +256,9 @@ MOEPACK_AVX512 bool matmul_rows_avx512(const WeightMatrix& w, const MatmulInput&
     // MatmulInput::prepare() chose: int8 planes (decode, small batches) or whole-row decoding
     if (affine && in.group == w.group_size && !in.xq_planes[MatmulInput::plane_index(w.bits)].empty()) {
         switch (w.bits) {
-            case 2: affine_rows_int8<2>(w, in, y, y_stride, row_begin, row_end); return true;
-            case 4: affine_rows_int8<4>(w, in, y, y_stride, row_begin, row_end); return true;
-            default: affine_rows_int8<8>(w, in, y, y_stride, row_begin, row_end); return true;
+            case 2: return int8_rows<2>(w, in, y, y_stride, row_begin, row_end);
+            case 4: return int8_rows<4>(w, in, y, y_stride, row_begin, row_end);
+            default: return int8_rows<8>(w, in, y, y_stride, row_begin, row_end);
         }
     }
     if (in.n < kPrefillMinInputs) return false;   // 16-bit and f32 decode: the AVX2 kernel is as fast
