@@ -34,8 +34,8 @@ public:
     void rest() { resting_.store(true, std::memory_order_relaxed); }
 
 private:
-    void worker_loop();
-    void run_chunks();
+    void worker_loop(int index);   // index: 1.. (the calling thread is 0)
+    void run_chunks(int index);
 
     std::vector<std::thread> workers_;
     std::mutex mutex_;
