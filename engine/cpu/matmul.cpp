@@ -251,9 +251,15 @@ __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) vo
 
 }  // namespace
 
+bool detail::amx_int8_inputs(const WeightMatrix& w, int64_t n) {
+    return matmul_isa() == MatmulIsa::amx && w.format == WeightFormat::affine && (w.bits == 2 || w.bits == 4) &&
+           w.group_size % 64 == 0 && n >= kAmxInt8MinInputs && amx_int8_usable();
+}
+
 bool detail::int8_inputs(const WeightMatrix& w, int64_t n) {
     if (matmul_isa() == MatmulIsa::portable || w.format != WeightFormat::affine || !int8_group_ok(w.group_size))
         return false;
+    if (amx_int8_inputs(w, n)) return true;
     // Beyond decode only where the weights' own rounding dominates int8's (<= 4 bits): 8-bit
     // weights keep the AMX kernels' finer bf16 pair for prompts.
     return n < kPrefillMinInputs || (uses_planes(w.group_size) && n < int8_max_inputs() && w.bits <= 4);
@@ -268,6 +274,9 @@ void MatmulInput::prepare(const WeightMatrix& w) {
         xq.clear();
         x_scales.clear();
         for (auto& p : xq_planes) p.clear();
+        for (auto& t : x_int8_tiles) t.clear();
+        x_scales_by_group.clear();
+        group_sums_by_group.clear();
     }
     const bool int8 = detail::int8_inputs(w, n);
     if (n >= detail::kPrefillMinInputs && !int8) {   // the prefill kernels decode whole rows: no sums
@@ -297,6 +306,10 @@ void MatmulInput::prepare(const WeightMatrix& w) {
                 const int64_t c0 = g * group, m = std::min<int64_t>(cols - c0, group);
                 quantize_int8(x + t * cols + c0, m, 1.0f / scale, xq.data() + t * length + c0);
             }
+    }
+    if (detail::amx_int8_inputs(w, n)) {
+        if (x_int8_tiles[plane_index(w.bits)].empty()) detail::prepare_amx_int8_input(*this, w.bits);
+        return;
     }
     if (!uses_planes(group)) return;
     auto& planes = xq_planes[plane_index(w.bits)];
@@ -371,7 +384,8 @@ void matmul_rows(const WeightMatrix& w, const MatmulInput& in, float* y, int64_t
     if (row_begin >= row_end) return;
     const MatmulIsa isa = matmul_isa();
     if (isa >= MatmulIsa::amx && in.n >= detail::kPrefillMinInputs &&
-        detail::matmul_rows_amx(w, in, y, y_stride, row_begin, row_end))
+        (detail::matmul_rows_amx_int8(w, in, y, y_stride, row_begin, row_end) ||
+         detail::matmul_rows_amx(w, in, y, y_stride, row_begin, row_end)))
         return;
     if (isa >= MatmulIsa::avx512 && detail::matmul_rows_avx512(w, in, y, y_stride, row_begin, row_end)) return;
     if (isa >= MatmulIsa::avx2 && detail::matmul_rows_avx2(w, in, y, y_stride, row_begin, row_end)) return;

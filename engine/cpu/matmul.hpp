@@ -80,6 +80,13 @@ public:
     // each [cols / 2][16 inputs][2] (pairs of consecutive columns per input), cols rounded up
     // to 32 and missing inputs padded with zeros.
     std::vector<uint16_t> x_tiles;
+    // For the AMX-INT8 kernels (detail::amx_int8_inputs): the int8 values as B tiles, per
+    // block of 16 inputs and per 64 columns 16 rows of [16 inputs][4 values], the 64 values in
+    // the bit-plane order of the weights (value j * 8 / bits + k of the 64 at position
+    // k * 64 * bits / 8 + j); indexed by plane_index(bits). With them, per block the inputs'
+    // scales and group sums transposed: [groups][16].
+    std::vector<int8_t, CacheLineAllocator<int8_t>> x_int8_tiles[3];
+    std::vector<float> x_scales_by_group, group_sums_by_group;
 };
 
 // Which kernels the products use. The default is the best the CPU supports; set_matmul_isa()

@@ -1,7 +1,8 @@
 // AMX kernels of the matrix products with several inputs (prefill) of affine weights, on CPUs
-// with AMX-BF16 (dispatched from matmul.cpp; what they do not handle falls back to the
-// AVX-512 kernels).
+// with AMX-BF16 (and AMX-INT8 for 2 and 4-bit weights: see affine_rows_amx_int8 below);
+// dispatched from matmul.cpp; what they do not handle falls back to the AVX-512 kernels.
 //
+// The BF16 kernels:
 // The tile unit multiplies A [16 x 32 bf16] by B [32 x 16 bf16] into C [16 x 16 float32]
 // (TDPBF16PS: pairs of products summed in float32). Here A is 16 weight rows, decoded once
 // per block of 32 rows into a per-thread bf16 buffer (w = q * s + b in float32, rounded to
@@ -34,8 +35,9 @@
 
 #include "unpack_avx512.hpp"
 
-#define MOEPACK_AMX \
-    __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bf16,amx-tile,amx-bf16")))
+#define MOEPACK_AMX                                                                                      \
+    __attribute__((                                                                                      \
+        target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bf16,amx-tile,amx-bf16,amx-int8")))
 
 namespace moepack::engine::detail {
 
@@ -194,6 +196,122 @@ MOEPACK_AMX void affine_rows_amx(const WeightMatrix& w, const MatmulInput& in, f
     _tile_release();
 }
 
+// AMX-INT8 (TDPBUSD: u8 x s8 quadruples summed into int32) for 2 and 4-bit weights in groups
+// of a multiple of 64 columns. A is 16 weight rows' codes for 64 columns, unpacked to bytes in
+// bit-plane order (a shift and a mask per plane, as the AVX-512 int8 kernels do); B is 16
+// inputs' int8 values in the same order (MatmulInput::x_int8_tiles). The int32 tile C of one
+// group is stored and each row of it joins a float accumulator with the group's scales:
+//   y[t, r] = sum_g s[r, g] sx[t, g] C_g[r, t] + b[r, g] sum_g(x[t])
+// the formula of the AVX-512 int8 kernels (same inputs, same accuracy).
+constexpr int64_t kStep = 64;   // columns per TDPBUSD (64 bytes per tile row)
+
+// Codes of 16 rows (rows past `nr` zero) as A tiles [steps][16][64] in plane order, and their
+// scales and biases as float [16][groups].
+template <int Bits>
+MOEPACK_AMX void unpack_rows_int8(const WeightMatrix& w, int64_t r0, int64_t nr, int64_t steps, int64_t groups,
+                                  uint8_t* a, float* scales, float* biases) {
+    constexpr int per = 8 / Bits;                  // codes per byte
+    constexpr int64_t step_bytes = kStep / per;   // packed bytes of 64 codes
+    const int64_t row_bytes = (w.cols * Bits + 31) / 32 * 4, used_bytes = (w.cols * Bits + 7) / 8;
+    const __m512i low_bits = _mm512_set1_epi8(static_cast<char>((1 << Bits) - 1));
+    for (int64_t i = 0; i < kTile; ++i) {
+        if (i >= nr) {
+            for (int64_t st = 0; st < steps; ++st) std::memset(a + (st * kTile + i) * kStep, 0, kStep);
+            for (int64_t g = 0; g < groups; ++g) scales[i * groups + g] = biases[i * groups + g] = 0;
+            continue;
+        }
+        const uint8_t* codes = reinterpret_cast<const uint8_t*>(w.data) + (r0 + i) * row_bytes;
+        for (int64_t st = 0; st < steps; ++st) {
+            const int64_t left = std::min<int64_t>(step_bytes, used_bytes - st * step_bytes);
+            const __mmask64 m = left >= 64 ? ~__mmask64{0} : (__mmask64{1} << left) - 1;
+            const __m512i v = _mm512_maskz_loadu_epi8(m, codes + st * step_bytes);
+            // plane k of the step's bytes lands at byte k * step_bytes
+            uint8_t* out = a + (st * kTile + i) * kStep;
+            for (int k = 0; k < per; ++k) {
+                const __m512i p = _mm512_and_si512(_mm512_srli_epi16(v, Bits * k), low_bits);
+                _mm512_mask_storeu_epi8(out + k * step_bytes, (__mmask64{1} << step_bytes) - 1, p);
+            }
+        }
+        for (int64_t g = 0; g < groups; ++g) {
+            scales[i * groups + g] = bf16f(w.scales[(r0 + i) * groups + g]);
+            biases[i * groups + g] = bf16f(w.biases[(r0 + i) * groups + g]);
+        }
+    }
+}
+
+// Group g's int32 tile cg [16 rows][16 inputs] into the accumulators (row i: its 16 inputs),
+// with the weights' scales and biases [16][groups] and the inputs' scales sx and sums gs
+// [groups][16].
+MOEPACK_AMX inline void scale_group(__m512* acc, const int32_t* cg, const float* sx, const float* gs,
+                                    const float* scales, const float* biases, int64_t groups, int64_t g) {
+    const __m512 sxg = _mm512_loadu_ps(sx + g * kTile), gsg = _mm512_loadu_ps(gs + g * kTile);
+    for (int64_t i = 0; i < kTile; ++i) {
+        const __m512 dot = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(cg + i * kTile)), sxg);
+        acc[i] = _mm512_fmadd_ps(dot, _mm512_set1_ps(scales[i * groups + g]), acc[i]);
+        acc[i] = _mm512_fmadd_ps(gsg, _mm512_set1_ps(biases[i * groups + g]), acc[i]);
+    }
+}
+
+// C tile C = sum over steps [st0, st1) of A tile A (from a) x B tile B (from b), stored to c.
+// A macro: the tile intrinsics take their tile numbers as literals (they are pasted into the
+// instruction), so a function parameter, even a template one, cannot name them.
+#define MOEPACK_GROUP_TILE(C, A, B, a, b, st0, st1, c)                  \
+    do {                                                                \
+        _tile_zero(C);                                                  \
+        for (int64_t st = (st0); st < (st1); ++st) {                    \
+            _tile_loadd(A, (a) + st * kTile * kStep, kStep);            \
+            _tile_loadd(B, (b) + st * kTile * kStep, kStep);            \
+            _tile_dpbusd(C, A, B);                                      \
+        }                                                               \
+        _tile_stored(C, (c), kTile * 4);                                \
+    } while (false)
+
+template <int Bits>
+MOEPACK_AMX void affine_rows_amx_int8(const WeightMatrix& w, const MatmulInput& in, float* y, int64_t y_stride,
+                                      int64_t r0, int64_t r1) {
+    const int64_t steps = (w.cols + kStep - 1) / kStep, groups = (w.cols + w.group_size - 1) / w.group_size;
+    const int64_t steps_per_group = w.group_size / kStep, blocks = (in.n + kTile - 1) / kTile;
+    const int8_t* b_tiles = in.x_int8_tiles[MatmulInput::plane_index(Bits)].data();
+    thread_local std::vector<uint8_t, CacheLineAllocator<uint8_t>> a;
+    thread_local std::vector<float> scales, biases;
+    a.resize(static_cast<size_t>(steps * kTile * kStep));
+    scales.resize(static_cast<size_t>(kTile * groups));
+    biases.resize(static_cast<size_t>(kTile * groups));
+    alignas(64) int32_t c[2 * kTile * kTile];
+    const __m512i lane_offsets = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                                    _mm512_set1_epi32(static_cast<int32_t>(y_stride)));
+    load_tile_config();
+    for (int64_t rb = r0; rb < r1; rb += kTile) {
+        const int64_t nr = std::min(kTile, r1 - rb);
+        unpack_rows_int8<Bits>(w, rb, nr, steps, groups, a.data(), scales.data(), biases.data());
+        for (int64_t tb = 0; tb < blocks; ++tb) {
+            const int8_t* bt = b_tiles + tb * steps * kTile * kStep;
+            const float* sx = in.x_scales_by_group.data() + tb * groups * kTile;   // [groups][16]
+            const float* gs = in.group_sums_by_group.data() + tb * groups * kTile;
+            __m512 acc[kTile];   // row i: its 16 inputs
+            for (auto& v : acc) v = _mm512_setzero_ps();
+            // Group g's C is made in tile g % 2 and stored while the other tile makes group
+            // g + 1; then group g joins the accumulators (its store has landed by then).
+            for (int64_t g = 0; g < groups; ++g) {
+                const int64_t st_end = std::min(steps, (g + 1) * steps_per_group);
+                int32_t* cg = c + (g % 2) * kTile * kTile;
+                if (g % 2 == 0)
+                    MOEPACK_GROUP_TILE(0, 4, 6, a.data(), bt, g * steps_per_group, st_end, cg);
+                else
+                    MOEPACK_GROUP_TILE(1, 5, 7, a.data(), bt, g * steps_per_group, st_end, cg);
+                if (g > 0) scale_group(acc, c + ((g - 1) % 2) * kTile * kTile, sx, gs, scales.data(), biases.data(), groups, g - 1);
+            }
+            scale_group(acc, c + ((groups - 1) % 2) * kTile * kTile, sx, gs, scales.data(), biases.data(), groups,
+                        groups - 1);
+            // y[t0 + t, rb + i] = lane t of acc[i]
+            const int64_t t0 = tb * kTile, nt = std::min(kTile, in.n - t0);
+            const __mmask16 valid = static_cast<__mmask16>((1u << nt) - 1);
+            for (int64_t i = 0; i < nr; ++i) _mm512_mask_i32scatter_ps(y + t0 * y_stride + rb + i, valid, lane_offsets, acc[i], 4);
+        }
+    }
+    _tile_release();
+}
+
 }  // namespace
 
 bool amx_usable() {
@@ -232,6 +350,53 @@ MOEPACK_AMX void prepare_amx_input(const float* x, int64_t n, int64_t cols, std:
     }
 }
 
+bool amx_int8_usable() {
+    static const bool usable = [] {
+        unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+        return amx_usable() && __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) && (edx & (1u << 25)) != 0;
+    }();
+    return usable;
+}
+
+MOEPACK_AMX void prepare_amx_int8_input(MatmulInput& in, int bits) {
+    const int per = 8 / bits;
+    const int64_t steps = (in.cols + kStep - 1) / kStep, blocks = (in.n + kTile - 1) / kTile;
+    const int64_t length = in.groups * in.group;   // of each input in xq
+    auto& tiles = in.x_int8_tiles[MatmulInput::plane_index(bits)];
+    tiles.assign(static_cast<size_t>(blocks * steps * kTile * kStep), 0);
+    // tile row k4 of step st holds, for input t, positions 4 k4 .. 4 k4 + 3 of the step, and
+    // position p = k * (64 / per) + j is column st * 64 + j * per + k
+    for (int64_t t = 0; t < in.n; ++t) {
+        const int8_t* q = in.xq.data() + t * length;
+        int8_t* block = tiles.data() + (t / kTile) * steps * kTile * kStep;
+        for (int64_t st = 0; st < steps; ++st)
+            for (int64_t p = 0; p < kStep; ++p) {
+                const int64_t c = st * kStep + p % (kStep / per) * per + p / (kStep / per);
+                if (c < length) block[(st * kTile + p / 4) * kStep + (t % kTile) * 4 + p % 4] = q[c];
+            }
+    }
+    in.x_scales_by_group.assign(static_cast<size_t>(blocks * in.groups * kTile), 0.0f);
+    in.group_sums_by_group.assign(static_cast<size_t>(blocks * in.groups * kTile), 0.0f);
+    for (int64_t t = 0; t < in.n; ++t)
+        for (int64_t g = 0; g < in.groups; ++g) {
+            const size_t at = static_cast<size_t>(((t / kTile) * in.groups + g) * kTile + t % kTile);
+            in.x_scales_by_group[at] = in.x_scales[t * in.groups + g];
+            in.group_sums_by_group[at] = in.group_sums[t * in.groups + g];
+        }
+}
+
+MOEPACK_AMX bool matmul_rows_amx_int8(const WeightMatrix& w, const MatmulInput& in, float* y, int64_t y_stride,
+                                      int64_t row_begin, int64_t row_end) {
+    if (w.format != WeightFormat::affine || in.group != w.group_size ||
+        in.x_int8_tiles[MatmulInput::plane_index(w.bits)].empty())
+        return false;
+    switch (w.bits) {
+        case 2: affine_rows_amx_int8<2>(w, in, y, y_stride, row_begin, row_end); return true;
+        case 4: affine_rows_amx_int8<4>(w, in, y, y_stride, row_begin, row_end); return true;
+        default: return false;
+    }
+}
+
 MOEPACK_AMX bool matmul_rows_amx(const WeightMatrix& w, const MatmulInput& in, float* y, int64_t y_stride,
                                  int64_t row_begin, int64_t row_end) {
     if (w.format != WeightFormat::affine || in.x_tiles.empty() || w.group_size % kTileK != 0) return false;
@@ -249,6 +414,9 @@ MOEPACK_AMX bool matmul_rows_amx(const WeightMatrix& w, const MatmulInput& in, f
 
 namespace moepack::engine::detail {
 bool amx_usable() { return false; }
+bool amx_int8_usable() { return false; }
+void prepare_amx_int8_input(MatmulInput&, int) {}
+bool matmul_rows_amx_int8(const WeightMatrix&, const MatmulInput&, float*, int64_t, int64_t, int64_t) { return false; }
 void prepare_amx_input(const float*, int64_t, int64_t, std::vector<uint16_t>&) {}
 bool matmul_rows_amx(const WeightMatrix&, const MatmulInput&, float*, int64_t, int64_t, int64_t) { return false; }
 }  // namespace moepack::engine::detail

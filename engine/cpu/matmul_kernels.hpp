@@ -29,6 +29,16 @@ inline constexpr int64_t kInt8MaxInputsDefault = 12;
 // Whether products of w with n inputs run on int8-quantised inputs (with the kernels now in use).
 bool int8_inputs(const WeightMatrix& w, int64_t n);
 
+// Whether the AMX-INT8 kernels take the product of w with n inputs: 2 or 4-bit weights in
+// groups of a multiple of 64, from kAmxInt8MinInputs inputs on (below, the AVX-512 int8
+// kernels were faster: a tile always computes 16 inputs), on CPUs with AMX-INT8.
+inline constexpr int64_t kAmxInt8MinInputs = 10;
+bool amx_int8_inputs(const WeightMatrix& w, int64_t n);
+bool amx_int8_usable();
+// MatmulInput::x_int8_tiles[plane_index(bits)] from the natural int8 copy (xq), and the
+// transposed scales and sums, for products with `bits`-bit weights.
+void prepare_amx_int8_input(MatmulInput& in, int bits);
+
 // The int8 kernels need group sizes that are whole 32-value chunks (MatmulInput pads each
 // group of its quantised X to the group size with zeros).
 inline bool int8_group_ok(int group_size) { return group_size > 0 && group_size % 32 == 0; }
@@ -42,6 +52,8 @@ bool matmul_rows_avx512(const WeightMatrix& w, const MatmulInput& in, float* y, 
                         int64_t row_begin, int64_t row_end);
 bool matmul_rows_amx(const WeightMatrix& w, const MatmulInput& in, float* y, int64_t y_stride, int64_t row_begin,
                      int64_t row_end);
+bool matmul_rows_amx_int8(const WeightMatrix& w, const MatmulInput& in, float* y, int64_t y_stride,
+                          int64_t row_begin, int64_t row_end);
 
 // Whether this CPU has AMX-BF16 (with AVX512-BF16) and the kernel granted this process the
 // tile state (asked once).

@@ -17,7 +17,8 @@
 //
 //  * Int8 kernels (affine weights in the SIMD kernels: fewer than kPrefillMinInputs inputs,
 //    or with AVX-512, 2/4-bit weights and power-of-two groups, fewer than int8_max_inputs();
-//    detail::int8_inputs()): X is
+//    and the AMX-INT8 kernels for 2/4-bit weights in groups of multiples of 64 from
+//    kAmxInt8MinInputs inputs on; detail::int8_inputs()): X is
 //    replaced by sx_g * xq_c, sx_g = amax_g / 127 (amax_g = max |x| over the group), xq_c =
 //    round(x_c / sx_g). Rounding to nearest gives |x_c - sx_g xq_c| <= sx_g / 2 = amax_g / 254,
 //    plus a few u |x_c| from computing sx_g, 1/sx_g and the product in float: below
