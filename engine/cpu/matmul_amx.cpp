@@ -278,8 +278,9 @@ MOEPACK_AMX void affine_rows_amx_int8(const WeightMatrix& w, const MatmulInput& 
     scales.resize(static_cast<size_t>(kTile * groups));
     biases.resize(static_cast<size_t>(kTile * groups));
     alignas(64) int32_t c[2 * kTile * kTile];
-    const __m512i lane_offsets = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                                    _mm512_set1_epi32(static_cast<int32_t>(y_stride)));
+    alignas(64) float block[kTile * kTile];   // [16 rows][16 inputs]
+    const __m512i row_starts = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                                  _mm512_set1_epi32(kTile));
     load_tile_config();
     for (int64_t rb = r0; rb < r1; rb += kTile) {
         const int64_t nr = std::min(kTile, r1 - rb);
@@ -303,10 +304,14 @@ MOEPACK_AMX void affine_rows_amx_int8(const WeightMatrix& w, const MatmulInput& 
             }
             scale_group(acc, c + ((groups - 1) % 2) * kTile * kTile, sx, gs, scales.data(), biases.data(), groups,
                         groups - 1);
-            // y[t0 + t, rb + i] = lane t of acc[i]
+            // y[t0 + t, rb + i] = lane t of acc[i]: transposed through L1, so that each output
+            // row gets one 64-byte store (scattered element stores to rows a multiple of 4 KB
+            // apart fight over one L1 set)
             const int64_t t0 = tb * kTile, nt = std::min(kTile, in.n - t0);
-            const __mmask16 valid = static_cast<__mmask16>((1u << nt) - 1);
-            for (int64_t i = 0; i < nr; ++i) _mm512_mask_i32scatter_ps(y + t0 * y_stride + rb + i, valid, lane_offsets, acc[i], 4);
+            for (int64_t i = 0; i < kTile; ++i) _mm512_store_ps(block + i * kTile, acc[i]);
+            const __mmask16 rows = static_cast<__mmask16>((1u << nr) - 1);
+            for (int64_t t = 0; t < nt; ++t)
+                _mm512_mask_storeu_ps(y + (t0 + t) * y_stride + rb, rows, _mm512_i32gather_ps(row_starts, block + t, 4));
         }
     }
     _tile_release();
