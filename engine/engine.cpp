@@ -52,10 +52,7 @@ Engine::Impl::Impl(const std::string& directory, const EngineOptions& o) : optio
         so.direct_io = o.direct_io;
         so.verify = o.verify_experts;
         so.io_threads = o.io_threads;
-        // Reads through the page cache are copies made by the cores, which the experts'
-        // products need too (overlapping them made decode slower); O_DIRECT reads leave the
-        // cores free.
-        so.overlap_reads = o.overlap_reads && o.direct_io;
+        so.overlap_reads = o.overlap_reads;
         so.compute = pool.get();
         experts = std::make_unique<ExpertStore>(*pack, so);
     }

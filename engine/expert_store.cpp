@@ -255,7 +255,6 @@ void ExpertStore::run_reads(size_t count, const std::function<void(size_t)>& tas
 
 void ExpertStore::wait() {
     if (pending_.empty()) return;
-    const auto wait_start = std::chrono::steady_clock::now();
     const size_t layer_index = pending_layer_;
     try {
         if (reads_started_) {
@@ -283,9 +282,8 @@ void ExpertStore::wait() {
         pending_.clear();
         throw;
     }
-    const auto now = std::chrono::steady_clock::now();
-    stats_.read_ns += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(now - read_start_).count());
-    stats_.wait_ns += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(now - wait_start).count());
+    stats_.read_ns += static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - read_start_).count());
     for (const Miss& m : pending_) {
         stats_.bytes_read += options_.direct_io ? layout().stride : layout().bytes;
         if (options_.verify && !verified_[layer_index][static_cast<size_t>(m.expert)]) {

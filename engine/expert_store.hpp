@@ -31,7 +31,8 @@ struct ExpertStoreOptions {
     bool verify = false;        // XXH3 of each expert on its first load
     int io_threads = 16;
     // Callers may compute with the resident experts while the missing ones are read
-    // (acquire() with `ready`).
+    // (acquire() with `ready`). Only O_DIRECT reads run in the background: reads through the
+    // page cache are copies that need the cores (overlapping them made decode slower).
     bool overlap_reads = true;
     // The compute threads, sent to sleep while reads are waited for (their polling would
     // otherwise take the cores the reads need); may be null.
@@ -42,7 +43,6 @@ struct ExpertStoreStats {
     uint64_t hits = 0, misses = 0;
     uint64_t bytes_read = 0;     // from the expert files
     uint64_t read_ns = 0;        // wall time from the start of each batch of reads to its end
-    uint64_t wait_ns = 0;        // of which the caller spent waiting in acquire() or wait()
     uint64_t verified = 0;       // experts checked against their checksum
 };
 

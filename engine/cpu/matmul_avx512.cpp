@@ -59,10 +59,10 @@ constexpr int kTokenBlock = 8;
 constexpr int64_t kRowTile = 8;
 
 struct PlaneRows {
-    int64_t G, groups, row_bytes, spans, plane_row, padded;
+    int64_t groups, row_bytes, spans, plane_row, padded;
     __mmask64 last_mask;      // code bytes of the last span
-    int group_shift;          // log2 G
-    __m512i lane_index;       // otherwise: the group of lane k, from the span's first group on
+    int group_shift;          // log2 of the group size
+    __m512i lane_index;       // groups shorter than spans: the group of lane k, from the span's first group on
     float* scales;            // [kTokenBlock, padded]: weight scale x input scale per group
 };
 
@@ -115,16 +115,15 @@ MOEPACK_AVX512 void affine_rows_int8(const WeightMatrix& w, const MatmulInput& i
                                      int64_t r0, int64_t r1) {
     constexpr int64_t per = 8 / Bits, span = 64 * per;
     PlaneRows k;
-    k.G = w.group_size;
     k.groups = in.groups;
     k.row_bytes = (w.cols * Bits + 31) / 32 * 4;
     k.spans = (w.cols + span - 1) / span;
     k.plane_row = k.spans * span;
     const int64_t last_bytes = (w.cols * Bits + 7) / 8 - (k.spans - 1) * 64;
     k.last_mask = last_bytes >= 64 ? ~__mmask64{0} : (__mmask64{1} << last_bytes) - 1;
-    k.group_shift = __builtin_ctzll(static_cast<unsigned long long>(k.G));
+    k.group_shift = __builtin_ctzll(static_cast<unsigned long long>(w.group_size));
     alignas(64) int32_t lane_group[16];
-    for (int i = 0; i < 16; ++i) lane_group[i] = static_cast<int32_t>(SharedGroup ? 0 : 4 * per * i / k.G);
+    for (int i = 0; i < 16; ++i) lane_group[i] = static_cast<int32_t>(SharedGroup ? 0 : 4 * per * i / w.group_size);
     k.lane_index = _mm512_load_si512(lane_group);
     thread_local std::vector<float> scale_buf;
     k.padded = (k.groups + 15) / 16 * 16 + 16;

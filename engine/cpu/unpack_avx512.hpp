@@ -1,5 +1,6 @@
-// Internal to the matrix products: the AVX-512 code unpacking shared by the AVX-512 and AMX
-// kernels (matmul_avx512.cpp, matmul_amx.cpp). Include only from x86-64 GCC/Clang builds.
+// Internal to the matrix products: what the AVX-512 and AMX kernels share (matmul_avx512.cpp,
+// matmul_amx.cpp): the target attribute, bf16 scalars, and the unpacking of codes to bytes in
+// order (the AMX-BF16 kernels). Include only from x86-64 GCC/Clang builds.
 #pragma once
 
 #include <immintrin.h>

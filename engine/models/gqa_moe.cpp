@@ -75,8 +75,6 @@ private:
     void for_rows(int64_t n, const std::function<void(int64_t, int64_t)>& fn);
     void add_rows(int64_t n, const float* y);   // x_ += y, rows [0, n)
     static constexpr int64_t kParallelRows = 8;
-    struct ExpertWork;
-    void compute_experts(const std::vector<ExpertWork*>& work, int64_t n);
 
     ModelContext ctx_;
     const ModelConfig& c_;
@@ -95,7 +93,9 @@ private:
         MatmulInput* in = nullptr;   // own_in, or the batch's shared input
     };
     std::vector<ExpertWork> expert_work_;
+    void compute_experts(const std::vector<ExpertWork*>& work, int64_t n);
     std::unique_ptr<bool[]> ready_;   // per expert of a chunk: resident when acquired
+    std::vector<ExpertWork*> resident_, missing_;   // of expert_work_: computed before / after the reads
     // activations, sized for the largest batch seen
     std::vector<float> x_, h_, q_, k_, v_, attn_, proj_, ffn_;
 };
@@ -339,7 +339,10 @@ void GqaMoeDecoder::moe_ffn(int64_t l, const LayerWeights& lw, int64_t n) {
         }
         work.resize(count);
         bool shared = false;
-        std::vector<ExpertWork*> resident, missing;
+        std::vector<ExpertWork*>& resident = resident_;
+        std::vector<ExpertWork*>& missing = missing_;
+        resident.clear();
+        missing.clear();
         for (size_t i = 0; i < count; ++i) {
             ExpertWork& wk = work[i];
             const std::byte* b = blocks[first + i];

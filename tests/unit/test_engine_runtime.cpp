@@ -205,18 +205,23 @@ TEST(EngineInput, DamagedMissingAndFuturePacksAreRefused) {
     test::ScratchDir dir("engine_pack_bad");
     const auto pack = test::convert_fixture("olmoe", dir.path() / "p", 4);
     const auto ref = test::load_reference("olmoe");
-    {   // a flipped byte in an expert: caught by --verify-experts, naming layer and expert
+    {   // a flipped byte in an expert: caught by --verify-experts, naming layer and expert,
+        // whether the reads go through the page cache or run in the background (O_DIRECT)
         const fs::path copy = dir.path() / "damaged";
         fs::copy(pack, copy, fs::copy_options::recursive);
         const auto p = Pack::open(copy.string());
         flip_byte(copy / p->expert_layers()[1].file, p->expert_layers()[1].experts[5].offset + 100);
-        auto o = options();
-        o.verify_experts = true;
-        auto e = Engine::open(copy.string(), o);
-        const std::string err = test::error_of([&] {
-            for (int32_t t : ref.sequence()) e->eval_token(t);
-        });
-        EXPECT_NE(err.find("layer-001.bin: layer 1 expert 5: checksum mismatch"), std::string::npos) << err;
+        for (const bool direct : {false, true}) {
+            auto o = options();
+            o.verify_experts = true;
+            o.direct_io = direct;
+            auto e = Engine::open(copy.string(), o);
+            const std::string err = test::error_of([&] {
+                for (int32_t t : ref.sequence()) e->eval_token(t);
+            });
+            EXPECT_NE(err.find("layer-001.bin: layer 1 expert 5: checksum mismatch"), std::string::npos)
+                << (direct ? "O_DIRECT: " : "") << err;
+        }
     }
     {   // a missing expert file
         const fs::path copy = dir.path() / "missing";
