@@ -28,6 +28,7 @@ bool spin_until(Done done) {
 
 ThreadPool::ThreadPool(int threads) {
     if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    finished_ = std::make_unique<Finished[]>(static_cast<size_t>(threads));
     for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
 }
 
@@ -69,7 +70,7 @@ void ThreadPool::worker_loop(int index) {
         seen = generation_.load(std::memory_order_acquire);
         if (stop_.load()) return;
         run_chunks(index);
-        busy_.fetch_sub(1, std::memory_order_acq_rel);
+        finished_[index].generation.store(seen, std::memory_order_release);
     }
 }
 
@@ -85,15 +86,20 @@ void ThreadPool::parallel_for(int64_t count, int64_t grain, const std::function<
     grain_ = grain;
     next_.store(static_cast<int64_t>(size()) * grain, std::memory_order_relaxed);   // after the first chunks
     error_ = nullptr;
-    busy_.store(static_cast<int>(workers_.size()), std::memory_order_release);
     resting_.store(false, std::memory_order_relaxed);
+    uint64_t generation;
     {
         std::lock_guard lock(mutex_);
-        generation_.fetch_add(1, std::memory_order_acq_rel);
+        generation = generation_.fetch_add(1, std::memory_order_acq_rel) + 1;
     }
     wake_.notify_all();
     run_chunks(0);
-    while (!spin_until([&] { return busy_.load(std::memory_order_acquire) == 0; })) {
+    auto all_finished = [&] {
+        for (size_t i = 1; i <= workers_.size(); ++i)
+            if (finished_[i].generation.load(std::memory_order_acquire) != generation) return false;
+        return true;
+    };
+    while (!spin_until(all_finished)) {
     }
     fn_ = nullptr;
     if (error_) std::rethrow_exception(error_);

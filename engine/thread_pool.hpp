@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -41,7 +42,12 @@ private:
     std::mutex mutex_;
     std::condition_variable wake_;
     std::atomic<uint64_t> generation_{0};
-    std::atomic<int> busy_{0};
+    // Per worker, on its own cache line: the generation of the last loop it finished (the
+    // calling thread reads them all instead of 15 threads decrementing one shared counter).
+    struct alignas(64) Finished {
+        std::atomic<uint64_t> generation{0};
+    };
+    std::unique_ptr<Finished[]> finished_;
     std::atomic<bool> stop_{false};
     std::atomic<bool> resting_{false};
     // The current loop.
