@@ -38,11 +38,11 @@ WeightMatrix DenseWeights::matrix(const std::string& name, int64_t rows, int64_t
     return w;
 }
 
-const float* DenseWeights::vector(const std::string& name, int64_t size) const {
+const float* DenseWeights::values(const std::string& name, const std::vector<int64_t>& shape) const {
     const PackTensor& t = find(name);
-    if (t.encoding != DenseEncoding::f32 || t.shape.size() != 1 || t.shape[0] != size)
-        fail(file_.path(), ": tensor '", name, "': expected f32 [", size, "], got ", to_string(t.encoding), " ",
-             nlohmann::json(t.shape).dump());
+    if (t.encoding != DenseEncoding::f32 || t.shape != shape)
+        fail(file_.path(), ": tensor '", name, "': expected f32 ", nlohmann::json(shape).dump(), ", got ",
+             to_string(t.encoding), " ", nlohmann::json(t.shape).dump());
     return reinterpret_cast<const float*>(file_.bytes().data() + t.piece.offset);
 }
 

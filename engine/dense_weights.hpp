@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "cpu/matmul.hpp"
 #include "mapped_file.hpp"
@@ -19,8 +20,10 @@ public:
     bool has(const std::string& name) const { return pack_.find_tensor(name) != nullptr; }
     // A 2-D weight [rows, cols]; throws naming the tensor when it is missing or shaped otherwise.
     WeightMatrix matrix(const std::string& name, int64_t rows, int64_t cols) const;
+    // An f32 tensor of the given shape (norms, biases, a convolution's [channels, kernel]).
+    const float* values(const std::string& name, const std::vector<int64_t>& shape) const;
     // A 1-D f32 tensor of `size` values.
-    const float* vector(const std::string& name, int64_t size) const;
+    const float* vector(const std::string& name, int64_t size) const { return values(name, {size}); }
     uint64_t bytes() const { return file_.bytes().size(); }
 
 private:

@@ -9,6 +9,7 @@
 #include "engine_impl.hpp"
 #include "error.hpp"
 #include "kv_cache.hpp"
+#include "models/gated_deltanet.hpp"
 #include "pack_reader.hpp"
 #include "thread_pool.hpp"
 
@@ -56,7 +57,11 @@ Engine::Impl::Impl(const std::string& directory, const EngineOptions& o) : optio
         so.compute = pool.get();
         experts = std::make_unique<ExpertStore>(*pack, so);
     }
-    kv = std::make_unique<KvCache>(config.num_layers, o.context, config.num_kv_heads * config.head_dim);
+    std::vector<bool> recurrent;
+    for (const LayerDesc& d : config.layers) recurrent.push_back(d.attention == AttentionKind::linear);
+    const bool any_recurrent = std::find(recurrent.begin(), recurrent.end(), true) != recurrent.end();
+    kv = std::make_unique<KvCache>(config.num_layers, o.context, config.num_kv_heads * config.head_dim, recurrent,
+                                   any_recurrent ? gated_deltanet_state_floats(config) : 0);
     model = make_model(ModelContext{config, *weights, experts.get(), *pool, *kv, phases});
     last_logits.resize(static_cast<size_t>(config.vocab_size));
 }
@@ -111,6 +116,7 @@ int64_t Engine::vocab_size() const { return impl_->config.vocab_size; }
 int64_t Engine::context() const { return impl_->options.context; }
 int64_t Engine::position() const { return impl_->position(); }
 const std::vector<int32_t>& Engine::tokens() const { return impl_->context_tokens; }
+uint64_t Engine::context_bytes() const { return impl_->kv->bytes_used(impl_->position()); }
 
 std::span<const float> Engine::eval_prompt(std::span<const int32_t> tokens) {
     impl_->run(tokens, nullptr);
@@ -138,6 +144,12 @@ void Engine::truncate(int64_t tokens) {
     if (tokens == position()) return;
     impl_->context_tokens.resize(static_cast<size_t>(tokens));
     impl_->has_logits = false;
+    if (impl_->kv->recurrent_floats() > 0 && tokens > 0) {
+        // a recurrent state cannot be rewound: the kept tokens are evaluated again from the start
+        std::vector<int32_t> kept;
+        kept.swap(impl_->context_tokens);
+        impl_->run(kept, nullptr);
+    }
 }
 
 EngineStats Engine::stats() const {

@@ -62,6 +62,7 @@ public:
     int64_t context() const;
     int64_t position() const;                       // tokens in the context
     const std::vector<int32_t>& tokens() const;     // the context's tokens
+    uint64_t context_bytes() const;                 // KV cache and recurrent state in use
 
     // Appends tokens to the context and returns the logits of the last one. Throws for an
     // out-of-range id or when the context would overflow (nothing is appended then).
@@ -74,6 +75,8 @@ public:
     // Forgets the context (the expert cache stays warm).
     void reset();
     // Keeps the first `tokens` tokens of the context (the rest is recomputed when fed again).
+    // Models with linear-attention layers evaluate the kept tokens again (their recurrent
+    // state holds no earlier positions).
     void truncate(int64_t tokens);
 
     // The context (tokens, KV cache, last logits) to a file, written atomically; loading

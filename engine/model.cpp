@@ -10,9 +10,9 @@ std::unique_ptr<Model> make_model(const ModelContext& context) {
     switch (context.config.family) {
         case Family::qwen3_moe:
         case Family::mixtral:
-        case Family::olmoe: return make_gqa_moe_decoder(context);
+        case Family::olmoe:
         case Family::qwen3_next:
-        case Family::qwen3_5_moe:
+        case Family::qwen3_5_moe: return make_decoder(context);
         case Family::deepseek_v3:
         case Family::gpt_oss: break;
     }

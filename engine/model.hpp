@@ -26,7 +26,7 @@ struct PhaseTimes {
     uint64_t head = 0;             // final norm and output projection
     double flops = 0;              // floating-point operations of all products
     double expert_flops = 0;       // the part in routed experts
-    uint64_t weight_bytes = 0;     // weight bytes the products streamed from memory
+    uint64_t weight_bytes = 0;     // weight bytes the products streamed from memory (and recurrent states)
 };
 
 struct ModelContext {

@@ -1,6 +1,6 @@
 // Saving and restoring an engine's context (formats/state.md): header, context tokens, last
-// logits, then each layer's cached keys and values for the used positions, then an XXH3-64
-// of everything before it. Written atomically; a file that does not match the pack, the
+// logits, then each attention layer's cached keys and values for the used positions or each
+// linear-attention layer's recurrent state, then an XXH3-64 of everything before it. Written atomically; a file that does not match the pack, the
 // model or the context size, or fails its checksum, is refused (and a failed load leaves
 // the context empty).
 #include <fcntl.h>
@@ -21,11 +21,12 @@ namespace moepack::engine {
 namespace {
 
 constexpr std::array<char, 8> kStateMagic{'M', 'O', 'E', 'P', 'K', 'S', 'T', 'A'};
-constexpr uint32_t kStateVersion = 1;
+constexpr uint32_t kStateVersion = 2;   // 1: no recurrent states (R = 0), read as 2
 constexpr size_t kStateHeaderBytes = 48;
 
 struct StateHeader {
     uint64_t manifest_xxh3 = 0;
+    uint32_t recurrent = 0;   // R: recurrent state values per linear-attention layer
     uint32_t num_layers = 0, kv_dim = 0, vocab = 0, has_logits = 0;
     uint64_t positions = 0;
 };
@@ -46,12 +47,13 @@ uint64_t manifest_hash(const Pack& pack) { return hash_file(pack.path_of("manife
 }  // namespace
 
 void Engine::Impl::save(const std::string& path) const {
-    StateHeader h{manifest_hash(*pack), static_cast<uint32_t>(config.num_layers), static_cast<uint32_t>(kv->kv_dim()),
-                  static_cast<uint32_t>(config.vocab_size), has_logits ? 1u : 0u,
-                  static_cast<uint64_t>(position())};
+    StateHeader h{manifest_hash(*pack), static_cast<uint32_t>(kv->recurrent_floats()),
+                  static_cast<uint32_t>(config.num_layers), static_cast<uint32_t>(kv->kv_dim()),
+                  static_cast<uint32_t>(config.vocab_size), has_logits ? 1u : 0u, static_cast<uint64_t>(position())};
     std::array<std::byte, kStateHeaderBytes> header{};
     std::memcpy(header.data(), kStateMagic.data(), 8);
     put(header.data() + 8, kStateVersion);
+    put(header.data() + 12, h.recurrent);
     put(header.data() + 16, h.manifest_xxh3);
     put(header.data() + 24, h.num_layers);
     put(header.data() + 28, h.kv_dim);
@@ -70,6 +72,10 @@ void Engine::Impl::save(const std::string& path) const {
     if (has_logits) write(last_logits.data(), last_logits.size() * sizeof(float));
     const size_t layer_bytes = static_cast<size_t>(position()) * static_cast<size_t>(kv->kv_dim()) * sizeof(float);
     for (int64_t l = 0; l < config.num_layers; ++l) {
+        if (kv->is_recurrent(l)) {
+            write(kv->recurrent(l), static_cast<size_t>(kv->recurrent_floats()) * sizeof(float));
+            continue;
+        }
         write(kv->keys(l), layer_bytes);
         write(kv->values(l), layer_bytes);
     }
@@ -96,21 +102,25 @@ void Engine::Impl::load(const std::string& path) {
     const uint32_t version = get<uint32_t>(header.data() + 8);
     if (version > kStateVersion)
         fail(path, ": state format version ", version, " is newer than this engine's (", kStateVersion, ")");
-    if (version != kStateVersion) fail(path, ": unknown state format version ", version);
-    StateHeader h{get<uint64_t>(header.data() + 16), get<uint32_t>(header.data() + 24), get<uint32_t>(header.data() + 28),
-                  get<uint32_t>(header.data() + 32), get<uint32_t>(header.data() + 36), get<uint64_t>(header.data() + 40)};
+    if (version < 1) fail(path, ": unknown state format version ", version);
+    StateHeader h{get<uint64_t>(header.data() + 16), get<uint32_t>(header.data() + 12), get<uint32_t>(header.data() + 24),
+                  get<uint32_t>(header.data() + 28), get<uint32_t>(header.data() + 32), get<uint32_t>(header.data() + 36),
+                  get<uint64_t>(header.data() + 40)};
     if (h.manifest_xxh3 != manifest_hash(*pack))
         fail(path, ": the state was saved with another pack (manifest checksum differs)");
-    if (h.num_layers != config.num_layers || h.kv_dim != kv->kv_dim() || h.vocab != config.vocab_size || h.has_logits > 1)
-        fail(path, ": the state's model shape (", h.num_layers, " layers, kv width ", h.kv_dim, ", vocab ", h.vocab,
-             ") does not match the pack's (", config.num_layers, ", ", kv->kv_dim(), ", ", config.vocab_size, ")");
+    if (h.num_layers != config.num_layers || h.kv_dim != kv->kv_dim() || h.vocab != config.vocab_size ||
+        h.recurrent != kv->recurrent_floats() || h.has_logits > 1)
+        fail(path, ": the state's model shape (", h.num_layers, " layers, kv width ", h.kv_dim, ", recurrent state ",
+             h.recurrent, ", vocab ", h.vocab, ") does not match the pack's (", config.num_layers, ", ", kv->kv_dim(),
+             ", ", kv->recurrent_floats(), ", ", config.vocab_size, ")");
     if (h.positions > static_cast<uint64_t>(options.context))
         fail(path, ": the state holds ", h.positions, " tokens, more than the context size of ", options.context,
              " (raise --ctx)");
     const uint64_t layer_bytes = h.positions * h.kv_dim * sizeof(float);
-    const uint64_t expected = kStateHeaderBytes + h.positions * sizeof(int32_t) +
-                              (h.has_logits ? uint64_t{h.vocab} * sizeof(float) : 0) +
-                              2 * uint64_t{h.num_layers} * layer_bytes + 8;
+    const uint64_t recurrent_bytes = uint64_t{h.recurrent} * sizeof(float);
+    uint64_t expected = kStateHeaderBytes + h.positions * sizeof(int32_t) +
+                        (h.has_logits ? uint64_t{h.vocab} * sizeof(float) : 0) + 8;
+    for (int64_t l = 0; l < config.num_layers; ++l) expected += kv->is_recurrent(l) ? recurrent_bytes : 2 * layer_bytes;
     if (file_bytes != expected) fail(path, ": size: expected ", expected, " bytes, got ", file_bytes);
 
     context_tokens.clear();
@@ -129,6 +139,10 @@ void Engine::Impl::load(const std::string& path) {
     std::vector<float> logits(h.has_logits ? h.vocab : 0);
     read(logits.data(), logits.size() * sizeof(float));
     for (int64_t l = 0; l < config.num_layers; ++l) {
+        if (kv->is_recurrent(l)) {
+            read(kv->recurrent(l), recurrent_bytes);
+            continue;
+        }
         read(kv->keys(l), layer_bytes);
         read(kv->values(l), layer_bytes);
     }

@@ -132,8 +132,11 @@ DenseTensorPlan plan_dense(const ModelConfig& c, const TensorIndex& index, const
             d.bits = target_bits;
             d.group_size = o.group_size;
         }
-    } else if (shape.size() == 1 || d.fold_one_plus) {
+    } else if (!matrix || d.fold_one_plus) {
         d.encoding = DenseEncoding::f32;
+        // a depthwise convolution's weight, [C, 1, K] (transformers) or [C, K, 1] (MLX): [C, K]
+        if (shape.size() == 3 && t.cls.part.ends_with("conv1d.weight"))
+            d.shape = {shape[0], static_cast<int64_t>(t.ref.info->numel) / std::max<int64_t>(1, shape[0])};
     } else if (matrix && target_bits < 16) {
         d.encoding = DenseEncoding::affine;
         d.bits = target_bits;
@@ -149,8 +152,46 @@ DenseTensorPlan plan_dense(const ModelConfig& c, const TensorIndex& index, const
     return d;
 }
 
+// Qwen3-Next groups the input projections of its linear-attention layers by key head:
+// in_proj_qkvz holds [q (dk) | k (dk) | v (r dv) | z (r dv)] per key head and in_proj_ba
+// [b (r) | a (r)], r = value heads per key head. Packs hold Qwen3.5's layout instead:
+// in_proj_qkv ([all q | all k | all v], the order the convolution sees), in_proj_z,
+// in_proj_b and in_proj_a, each head-major. One plan in, the split plans out.
+std::vector<DenseTensorPlan> split_grouped_projection(const ModelConfig& c, DenseTensorPlan d, const std::string& part) {
+    const auto nk = static_cast<uint64_t>(c.linear.num_key_heads);
+    const auto r = static_cast<uint64_t>(c.linear.num_value_heads / c.linear.num_key_heads);
+    const auto dk = static_cast<uint64_t>(c.linear.key_head_dim), dv = static_cast<uint64_t>(c.linear.value_head_dim);
+    const bool qkvz = part == "in_proj_qkvz";
+    // per key head: the widths of its pieces, and which output tensor each piece goes to
+    const std::vector<uint64_t> widths = qkvz ? std::vector<uint64_t>{dk, dk, r * dv, r * dv} : std::vector<uint64_t>{r, r};
+    const std::vector<std::vector<size_t>> outputs = qkvz ? std::vector<std::vector<size_t>>{{0, 1, 2}, {3}}
+                                                          : std::vector<std::vector<size_t>>{{0}, {1}};
+    const std::vector<std::string> names = qkvz ? std::vector<std::string>{"in_proj_qkv", "in_proj_z"}
+                                                : std::vector<std::string>{"in_proj_b", "in_proj_a"};
+    uint64_t group = 0;
+    for (uint64_t w : widths) group += w;
+    if (d.source.rows != nk * group)
+        fail(d.source.file->path(), ": tensor '", d.source.weight->name, "': expected ", nk * group, " rows (",
+             nk, " key heads of ", group, "), got ", d.source.rows);
+    std::vector<DenseTensorPlan> out;
+    for (size_t o = 0; o < outputs.size(); ++o) {
+        DenseTensorPlan p = d;
+        p.name.replace(p.name.find(part), part.size(), names[o]);
+        p.row_runs.clear();
+        for (size_t piece : outputs[o]) {
+            uint64_t within = 0;
+            for (size_t i = 0; i < piece; ++i) within += widths[i];
+            for (uint64_t g = 0; g < nk; ++g) p.row_runs.push_back({g * group + within, widths[piece]});
+        }
+        p.shape[0] = static_cast<int64_t>(p.rows());
+        p.copy_record = false;   // MLX codes are decoded and requantized at their own width
+        out.push_back(std::move(p));
+    }
+    return out;
+}
+
 uint64_t dense_bytes(const DenseTensorPlan& d) {
-    const uint64_t numel = d.source.rows * d.source.cols;
+    const uint64_t numel = d.rows() * d.source.cols;
     switch (d.encoding) {
         case DenseEncoding::f32: return numel * 4;
         case DenseEncoding::f16: case DenseEncoding::bf16: return numel * 2;
@@ -188,7 +229,30 @@ const char* to_string(DenseEncoding e) {
 }
 
 pack::MatrixLayout DenseTensorPlan::layout() const {
-    return pack::matrix_layout(source.rows, source.cols, encoding == DenseEncoding::affine ? bits : 16, group_size);
+    return pack::matrix_layout(rows(), source.cols, encoding == DenseEncoding::affine ? bits : 16, group_size);
+}
+
+uint64_t DenseTensorPlan::rows() const {
+    if (row_runs.empty()) return source.rows;
+    uint64_t n = 0;
+    for (const RowRun& run : row_runs) n += run.count;
+    return n;
+}
+
+void DenseTensorPlan::read_rows(uint64_t begin, uint64_t count, float* out) const {
+    if (row_runs.empty()) return source.read_rows(begin, count, out);
+    uint64_t at = 0;   // stored row of the current run's start
+    for (const RowRun& run : row_runs) {
+        if (count == 0) return;
+        if (begin < at + run.count) {
+            const uint64_t skip = begin - at, take = std::min(count, run.count - skip);
+            source.read_rows(run.first + skip, take, out);
+            out += take * source.cols;
+            begin += take;
+            count -= take;
+        }
+        at += run.count;
+    }
 }
 
 uint64_t PackPlan::expert_file_bytes() const {
@@ -219,10 +283,17 @@ PackPlan plan_pack(const CheckpointSummary& summary, const PackOptions& o) {
         }
         if (is_auxiliary(t, c)) continue;
         DenseTensorPlan d = plan_dense(c, index, t, o);
-        d.offset = pack::align_up(offset, pack::kTensorAlignment);
-        d.bytes = dense_bytes(d);
-        offset = d.offset + d.bytes;
-        plan.dense.push_back(std::move(d));
+        std::vector<DenseTensorPlan> stored;
+        for (const char* grouped : {"in_proj_qkvz", "in_proj_ba"})
+            if (c.family == Family::qwen3_next && t.cls.part == concat("linear_attn.", grouped, ".weight"))
+                stored = split_grouped_projection(c, d, grouped);
+        if (stored.empty()) stored.push_back(std::move(d));
+        for (DenseTensorPlan& s : stored) {
+            s.offset = pack::align_up(offset, pack::kTensorAlignment);
+            s.bytes = dense_bytes(s);
+            offset = s.offset + s.bytes;
+            plan.dense.push_back(std::move(s));
+        }
     }
     plan.weights_file_bytes = offset;
 

@@ -29,6 +29,11 @@ struct PackOptions {
 enum class DenseEncoding { f32, f16, bf16, affine };
 const char* to_string(DenseEncoding e);
 
+// Source rows [first, first + count).
+struct RowRun {
+    uint64_t first = 0, count = 0;
+};
+
 struct DenseTensorPlan {
     std::string name;                  // normalised pack name ("layers.0.self_attn.q_proj.weight")
     TensorRole role = TensorRole::skipped;
@@ -36,12 +41,16 @@ struct DenseTensorPlan {
     std::vector<std::string> sources;  // checkpoint tensors it is made from
     std::vector<int64_t> shape;        // logical shape
     SourceMatrix source;               // read as [rows, cols] (1-D tensors: one row)
+    std::vector<RowRun> row_runs;      // the tensor's rows, when only some source rows or another order
     DenseEncoding encoding = DenseEncoding::bf16;
     int bits = 16, group_size = 0;     // affine
     bool fold_one_plus = false;        // stored weight = 1 + source weight
     bool copy_record = false;          // MLX codes copied unchanged
     uint64_t offset = 0, bytes = 0;    // in weights.bin
     pack::MatrixLayout layout() const;
+    uint64_t rows() const;             // of the stored tensor
+    // Stored rows [begin, begin + count) as float32 values (before folding or encoding).
+    void read_rows(uint64_t begin, uint64_t count, float* out) const;
 };
 
 // One projection of one expert, as a view of a source matrix: output row i is source row

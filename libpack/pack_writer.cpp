@@ -60,7 +60,7 @@ void store_values(const float* values, uint64_t count, DenseEncoding e, bool fol
 
 // Source bytes that can go to the pack unchanged (same floating type, nothing to fold).
 bool is_verbatim(const DenseTensorPlan& d) {
-    if (d.source.encoding != SourceEncoding::floating || d.fold_one_plus) return false;
+    if (d.source.encoding != SourceEncoding::floating || d.fold_one_plus || !d.row_runs.empty()) return false;
     const DType t = d.source.weight->dtype;
     return (d.encoding == DenseEncoding::bf16 && t == DType::BF16) || (d.encoding == DenseEncoding::f16 && t == DType::F16) ||
            (d.encoding == DenseEncoding::f32 && t == DType::F32);
@@ -74,7 +74,7 @@ uint64_t write_dense(const DenseTensorPlan& d, QuantMethod method, HashedOutput&
         out.write(bytes);
         hash.update(bytes);
     };
-    const uint64_t rows = d.source.rows, cols = d.source.cols;
+    const uint64_t rows = d.rows(), cols = d.source.cols;
     const uint64_t rows_per_chunk = std::max<uint64_t>(1, kChunkValues / cols);
     const uint64_t source_bytes = d.source.file->data(*d.source.weight).size();
     if (is_verbatim(d)) {
@@ -94,7 +94,7 @@ uint64_t write_dense(const DenseTensorPlan& d, QuantMethod method, HashedOutput&
             parallel_for(chunks, threads, [&](size_t chunk) {
                 const uint64_t begin = chunk * rows_per_chunk, count = std::min(rows_per_chunk, rows - begin);
                 std::vector<float> values(count * cols);
-                d.source.read_rows(begin, count, values.data());
+                d.read_rows(begin, count, values.data());
                 encode_matrix_rows(values.data(), begin, count, layout, method, record);
             });
         }
@@ -106,7 +106,7 @@ uint64_t write_dense(const DenseTensorPlan& d, QuantMethod method, HashedOutput&
         for (uint64_t begin = 0; begin < rows; begin += rows_per_chunk) {
             const uint64_t count = std::min(rows_per_chunk, rows - begin);
             values.resize(count * cols);
-            d.source.read_rows(begin, count, values.data());
+            d.read_rows(begin, count, values.data());
             store_values(values.data(), values.size(), d.encoding, d.fold_one_plus, encoded);
             emit(encoded);
         }

@@ -7,7 +7,7 @@
 
 namespace moepack::engine {
 
-// qwen3_moe, mixtral, olmoe (models/gqa_moe.cpp).
-std::unique_ptr<Model> make_gqa_moe_decoder(const ModelContext& context);
+// qwen3_moe, mixtral, olmoe, qwen3_next, qwen3_5_moe (models/decoder.cpp).
+std::unique_ptr<Model> make_decoder(const ModelContext& context);
 
 }  // namespace moepack::engine

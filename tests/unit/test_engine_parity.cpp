@@ -31,6 +31,10 @@ const Case kCases[] = {
     // 16 experts with full-width q/k norms; and the chat fixture
     {"qwen3_moe_wide", "qwen3_moe_wide", 16},  {"mixtral_wide", "mixtral_wide", 16},
     {"olmoe_wide", "olmoe_wide", 16},          {"qwen3_moe_chat", "qwen3_moe_chat", 16},
+    // linear attention: Qwen3-Next's grouped projections with a dense layer; Qwen3.5 as Qwen
+    // ships it (fused experts, vision and MTP weights) and its text model alone
+    {"qwen3_next", "qwen3_next", 16},          {"qwen3_5_moe", "qwen3_5_moe", 16},
+    {"qwen3_5_moe_text", "qwen3_5_moe_text", 16},
 };
 
 EngineOptions small_options() {

@@ -115,8 +115,7 @@ int run(BenchOptions& o) {
                                            read_bw > 0 ? static_cast<double>(prefill.experts.bytes_read) / read_bw : 0,
                                            compute_time(prefill, true)});
     const uint64_t lookups = decode.experts.hits + decode.experts.misses;
-    const uint64_t kv_bytes = static_cast<uint64_t>(c.num_layers) * 2 * static_cast<uint64_t>(engine->position()) *
-                              static_cast<uint64_t>(c.num_kv_heads * c.head_dim) * sizeof(float);
+    const uint64_t kv_bytes = engine->context_bytes();
     uint64_t dense_file = 0;
     for (const auto& f : pack.files())
         if (f.path == "weights.bin") dense_file = f.bytes;

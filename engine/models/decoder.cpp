@@ -1,21 +1,25 @@
-// The decoder of qwen3_moe, mixtral and olmoe: pre-norm blocks of grouped-query attention
-// (optional q/k RMSNorm per head or over the full width, RoPE) and a feed-forward part that
-// is either a dense SwiGLU MLP or top-k routed SwiGLU experts. The three families differ
-// only in what the normalised config states (q/k norm kind, routing function, top-k
-// renormalisation, dense layers), so one graph serves them.
+// The decoder of qwen3_moe, mixtral, olmoe, qwen3_next and qwen3_5_moe: pre-norm blocks of
+// a token mixer and a feed-forward part. The mixer is grouped-query attention (optional q/k
+// RMSNorm per head or over the full width, full or partial RoPE, optionally gated: q_proj
+// yields [q | gate] per head and the output is scaled by sigmoid(gate)) or, on the layers
+// marked linear, a Gated DeltaNet (models/gated_deltanet.cpp). The feed-forward part is a
+// dense SwiGLU MLP or top-k routed SwiGLU experts, plus a shared expert scaled by
+// sigmoid(shared_expert_gate . x) where the config has one. The families differ only in what
+// the normalised config states, so one graph serves them.
 //
-// Weights (H hidden, Nq/Nkv heads of D, I expert width, F dense width, E experts, V vocab):
+// Weights (H hidden, Nq/Nkv heads of D, G = 2 when gated else 1, I expert width, F dense
+// width, S shared expert width, E experts, V vocab):
 //   embed_tokens.weight [V, H]           lm_head.weight [V, H] (embed_tokens when tied)
 //   layers.L.input_layernorm.weight [H]  layers.L.post_attention_layernorm.weight [H]
-//   layers.L.self_attn.q_proj [Nq*D, H]  k_proj, v_proj [Nkv*D, H]  o_proj [H, Nq*D]
+//   layers.L.self_attn.q_proj [Nq*G*D, H]  k_proj, v_proj [Nkv*D, H]  o_proj [H, Nq*D]
 //   layers.L.self_attn.q_norm [D] or [Nq*D], k_norm [D] or [Nkv*D]  (when qk_norm)
 //   layers.L.mlp.router.weight [E, H]    routed experts from the expert store
+//   layers.L.mlp.shared_expert.{gate,up}_proj [S, H], down_proj [H, S]
+//   layers.L.mlp.shared_expert_gate.weight [1, H]
 //   layers.L.mlp.{gate,up}_proj [F, H], down_proj [H, F]  (dense layers)
 //   norm.weight [H]
 #include <algorithm>
-#include <initializer_list>
-#include <chrono>
-#include <functional>
+#include <cmath>
 #include <map>
 #include <memory>
 #include <string>
@@ -28,62 +32,51 @@
 #include "expert_store.hpp"
 #include "kv_cache.hpp"
 #include "model.hpp"
+#include "models/gated_deltanet.hpp"
+#include "models/layer_compute.hpp"
 #include "models/models.hpp"
 #include "thread_pool.hpp"
 
 namespace moepack::engine {
 namespace {
 
-class Stopwatch {
-public:
-    explicit Stopwatch(uint64_t& total) : total_(total), start_(std::chrono::steady_clock::now()) {}
-    ~Stopwatch() {
-        total_ += static_cast<uint64_t>(
-            std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start_).count());
-    }
-
-private:
-    uint64_t& total_;
-    std::chrono::steady_clock::time_point start_;
-};
-
 struct LayerWeights {
     const float* input_norm = nullptr;
     const float* post_norm = nullptr;
-    WeightMatrix q, k, v, o;
+    WeightMatrix q, k, v, o;             // full attention
     const float* q_norm = nullptr;
     const float* k_norm = nullptr;
+    std::unique_ptr<GatedDeltaNet> linear;   // linear attention
     bool moe = false;
     WeightMatrix router;                 // moe
+    WeightMatrix shared_gate, shared_up, shared_down, shared_expert_gate;   // moe with a shared expert
     WeightMatrix gate, up, down;         // dense FFN
 };
 
-class GqaMoeDecoder final : public Model {
+float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+class Decoder final : public Model {
 public:
-    explicit GqaMoeDecoder(const ModelContext& ctx);
+    explicit Decoder(const ModelContext& ctx);
     void forward(std::span<const int32_t> tokens, int64_t position, bool all_logits, float* logits) override;
 
 private:
-    void product(const WeightMatrix& w, const float* x, int64_t n, float* y);
-    // Several products of one input (same cols and group size) in one parallel loop.
-    void products(const float* x, int64_t n, std::initializer_list<std::pair<const WeightMatrix*, float*>> outs);
     void attention_block(int64_t layer, int64_t n, int64_t position);
+    void linear_attention_block(int64_t layer, int64_t n);
     void dense_ffn(const LayerWeights& lw, int64_t n);
     void moe_ffn(int64_t layer, const LayerWeights& lw, int64_t n);
-    // fn(t0, t1) on rows [t0, t1) of the batch: on the calling thread for a few rows (decode),
-    // spread over the pool for a prompt's.
-    void for_rows(int64_t n, const std::function<void(int64_t, int64_t)>& fn);
+    void shared_expert(const LayerWeights& lw, int64_t n);   // adds to ffn_
     void add_rows(int64_t n, const float* y);   // x_ += y, rows [0, n)
-    static constexpr int64_t kParallelRows = 8;
 
     ModelContext ctx_;
     const ModelConfig& c_;
+    LayerCompute compute_;
     Rope rope_;
+    bool gated_;                          // q_proj yields [q | gate] per head
     int64_t q_dim_, kv_dim_;
     WeightMatrix embed_, head_;
     const float* final_norm_;
     std::vector<LayerWeights> layers_;
-    MatmulInput input_;
     // One routed expert's share of a batch: its weights, the rows routed to it and buffers.
     struct ExpertWork {
         WeightMatrix gate, up, down;
@@ -97,39 +90,44 @@ private:
     std::unique_ptr<bool[]> ready_;   // per expert of a chunk: resident when acquired
     std::vector<ExpertWork*> resident_, missing_;   // of expert_work_: computed before / after the reads
     // activations, sized for the largest batch seen
-    std::vector<float> x_, h_, q_, k_, v_, attn_, proj_, ffn_;
+    std::vector<float> x_, h_, q_, k_, v_, gate_, attn_, proj_, ffn_, shared_g_, shared_u_, shared_s_;
 };
 
 std::string layer_name(int64_t layer, const char* rest) { return concat("layers.", layer, ".", rest); }
 
-GqaMoeDecoder::GqaMoeDecoder(const ModelContext& ctx)
-    : ctx_(ctx), c_(ctx.config), rope_(ctx.config), q_dim_(c_.num_heads * c_.head_dim),
-      kv_dim_(c_.num_kv_heads * c_.head_dim) {
+Decoder::Decoder(const ModelContext& ctx)
+    : ctx_(ctx), c_(ctx.config), compute_(ctx), rope_(ctx.config), gated_(c_.attention == AttentionType::gated_gqa),
+      q_dim_(c_.num_heads * c_.head_dim), kv_dim_(c_.num_kv_heads * c_.head_dim) {
+    if (c_.attention == AttentionType::mla) fail("multi-head latent attention is not supported by this engine yet");
     if (c_.attention_bias) fail("attention biases are not supported by this engine yet");
     if (c_.activation != Activation::swiglu || c_.expert_bias) fail("only plain SwiGLU experts are supported here");
-    if (c_.num_shared_experts > 0) fail("shared experts are not supported for ", to_string(c_.family));
+    if (c_.num_shared_experts > 1 || (c_.num_shared_experts == 1 && !c_.shared_expert_gated))
+        fail("only one gated shared expert is supported for ", to_string(c_.family));
     const DenseWeights& w = ctx.weights;
-    const int64_t H = c_.hidden_size;
+    const int64_t H = c_.hidden_size, S = c_.shared_expert_intermediate_size;
     ready_ = std::make_unique<bool[]>(static_cast<size_t>(std::max<int64_t>(1, c_.num_experts)));
     embed_ = w.matrix("embed_tokens.weight", c_.vocab_size, H);
     head_ = w.has("lm_head.weight") || !c_.tie_word_embeddings ? w.matrix("lm_head.weight", c_.vocab_size, H) : embed_;
     final_norm_ = w.vector("norm.weight", H);
     for (int64_t l = 0; l < c_.num_layers; ++l) {
         const LayerDesc& d = c_.layers[static_cast<size_t>(l)];
-        if (d.attention == AttentionKind::linear) fail("layer ", l, ": linear attention is not part of this graph");
         LayerWeights lw;
         lw.input_norm = w.vector(layer_name(l, "input_layernorm.weight"), H);
         lw.post_norm = w.vector(layer_name(l, "post_attention_layernorm.weight"), H);
-        lw.q = w.matrix(layer_name(l, "self_attn.q_proj.weight"), q_dim_, H);
-        lw.k = w.matrix(layer_name(l, "self_attn.k_proj.weight"), kv_dim_, H);
-        lw.v = w.matrix(layer_name(l, "self_attn.v_proj.weight"), kv_dim_, H);
-        lw.o = w.matrix(layer_name(l, "self_attn.o_proj.weight"), H, q_dim_);
-        if (c_.qk_norm == QkNorm::per_head) {
-            lw.q_norm = w.vector(layer_name(l, "self_attn.q_norm.weight"), c_.head_dim);
-            lw.k_norm = w.vector(layer_name(l, "self_attn.k_norm.weight"), c_.head_dim);
-        } else if (c_.qk_norm == QkNorm::full_width) {
-            lw.q_norm = w.vector(layer_name(l, "self_attn.q_norm.weight"), q_dim_);
-            lw.k_norm = w.vector(layer_name(l, "self_attn.k_norm.weight"), kv_dim_);
+        if (d.attention == AttentionKind::linear) {
+            lw.linear = std::make_unique<GatedDeltaNet>(c_, w, l);
+        } else {
+            lw.q = w.matrix(layer_name(l, "self_attn.q_proj.weight"), gated_ ? 2 * q_dim_ : q_dim_, H);
+            lw.k = w.matrix(layer_name(l, "self_attn.k_proj.weight"), kv_dim_, H);
+            lw.v = w.matrix(layer_name(l, "self_attn.v_proj.weight"), kv_dim_, H);
+            lw.o = w.matrix(layer_name(l, "self_attn.o_proj.weight"), H, q_dim_);
+            if (c_.qk_norm == QkNorm::per_head) {
+                lw.q_norm = w.vector(layer_name(l, "self_attn.q_norm.weight"), c_.head_dim);
+                lw.k_norm = w.vector(layer_name(l, "self_attn.k_norm.weight"), c_.head_dim);
+            } else if (c_.qk_norm == QkNorm::full_width) {
+                lw.q_norm = w.vector(layer_name(l, "self_attn.q_norm.weight"), q_dim_);
+                lw.k_norm = w.vector(layer_name(l, "self_attn.k_norm.weight"), kv_dim_);
+            }
         }
         lw.moe = d.ffn == FfnKind::moe;
         if (lw.moe) {
@@ -139,67 +137,39 @@ GqaMoeDecoder::GqaMoeDecoder(const ModelContext& ctx)
             if (static_cast<int64_t>(el.hidden) != H || static_cast<int64_t>(el.intermediate) != c_.expert_intermediate_size)
                 fail("expert blocks are [", el.intermediate, " x ", el.hidden, "], the model expects [",
                      c_.expert_intermediate_size, " x ", H, "]");
+            if (c_.num_shared_experts == 1) {
+                lw.shared_gate = w.matrix(layer_name(l, "mlp.shared_expert.gate_proj.weight"), S, H);
+                lw.shared_up = w.matrix(layer_name(l, "mlp.shared_expert.up_proj.weight"), S, H);
+                lw.shared_down = w.matrix(layer_name(l, "mlp.shared_expert.down_proj.weight"), H, S);
+                lw.shared_expert_gate = w.matrix(layer_name(l, "mlp.shared_expert_gate.weight"), 1, H);
+            }
         } else {
             lw.gate = w.matrix(layer_name(l, "mlp.gate_proj.weight"), c_.intermediate_size, H);
             lw.up = w.matrix(layer_name(l, "mlp.up_proj.weight"), c_.intermediate_size, H);
             lw.down = w.matrix(layer_name(l, "mlp.down_proj.weight"), H, c_.intermediate_size);
         }
-        layers_.push_back(lw);
+        layers_.push_back(std::move(lw));
     }
 }
 
-void GqaMoeDecoder::product(const WeightMatrix& w, const float* x, int64_t n, float* y) {
-    input_.reset(x, n, w.cols);
-    matmul(ctx_.pool, w, input_, y);
-    ctx_.times.flops += matmul_flops(w, n);
-    ctx_.times.weight_bytes += w.bytes();
-}
-
-void GqaMoeDecoder::products(const float* x, int64_t n, std::initializer_list<std::pair<const WeightMatrix*, float*>> outs) {
-    // one parallel loop over the rows of all matrices (they share the input and its preparation)
-    struct Part {
-        const WeightMatrix* w;
-        float* y;
-        int64_t first_block, grain;
-    };
-    std::vector<Part> parts;
-    int64_t blocks = 0, total_rows = 0;
-    for (const auto& [w, y] : outs) total_rows += w->rows;
-    const int64_t per_block = std::max<int64_t>(16, (total_rows / (4 * ctx_.pool.size()) + 15) / 16 * 16);
-    input_.reset(x, n, outs.begin()->first->cols);
-    for (const auto& [w, y] : outs) {
-        input_.prepare(*w);
-        parts.push_back({w, y, blocks, per_block});
-        blocks += (w->rows + per_block - 1) / per_block;
-        ctx_.times.flops += matmul_flops(*w, n);
-        ctx_.times.weight_bytes += w->bytes();
-    }
-    ctx_.pool.parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
-        for (int64_t b = b0; b < b1; ++b) {
-            size_t i = parts.size() - 1;
-            while (parts[i].first_block > b) --i;
-            const Part& p = parts[i];
-            const int64_t r0 = (b - p.first_block) * p.grain, r1 = std::min(p.w->rows, r0 + p.grain);
-            matmul_rows(*p.w, input_, p.y, p.w->rows, r0, r1);
-        }
-    });
-}
-
-void GqaMoeDecoder::attention_block(int64_t l, int64_t n, int64_t position) {
-    Stopwatch sw(ctx_.times.attention);
+void Decoder::attention_block(int64_t l, int64_t n, int64_t position) {
     const LayerWeights& lw = layers_[static_cast<size_t>(l)];
-    const int64_t H = c_.hidden_size, D = c_.head_dim;
+    const int64_t D = c_.head_dim;
     const float eps = static_cast<float>(c_.rms_norm_eps);
-    for_rows(n, [&](int64_t t0, int64_t t1) {
-        rms_norm_to(x_.data() + t0 * H, h_.data() + t0 * H, t1 - t0, H, lw.input_norm, eps);
-    });
-    products(h_.data(), n, {{&lw.q, q_.data()}, {&lw.k, k_.data()}, {&lw.v, v_.data()}});
+    float* q_out = gated_ ? gate_.data() : q_.data();   // gated: [q | gate] per head, split below
+    compute_.products(h_.data(), n, {{&lw.q, q_out}, {&lw.k, k_.data()}, {&lw.v, v_.data()}});
     float* kc = ctx_.kv.keys(l);
     float* vc = ctx_.kv.values(l);
-    for_rows(n, [&](int64_t t0, int64_t t1) {
+    compute_.for_rows(n, [&](int64_t t0, int64_t t1) {
         const int64_t m = t1 - t0;
         float* q = q_.data() + t0 * q_dim_;
         float* k = k_.data() + t0 * kv_dim_;
+        if (gated_)   // rows [Nq][q (D) | gate (D)] -> q_ [Nq * D] and gate_ [Nq * D], in place
+            for (int64_t t = t0; t < t1; ++t) {
+                float* row = gate_.data() + t * 2 * q_dim_;
+                for (int64_t h = 0; h < c_.num_heads; ++h) std::copy_n(row + 2 * h * D, D, q_.data() + t * q_dim_ + h * D);
+                for (int64_t h = 0; h < c_.num_heads; ++h) std::copy_n(row + (2 * h + 1) * D, D, row + h * D);
+            }
         if (c_.qk_norm == QkNorm::per_head) {
             rms_norm(q, m * c_.num_heads, D, lw.q_norm, eps);
             rms_norm(k, m * c_.num_kv_heads, D, lw.k_norm, eps);
@@ -214,38 +184,55 @@ void GqaMoeDecoder::attention_block(int64_t l, int64_t n, int64_t position) {
     });
     const int64_t window = c_.layers[static_cast<size_t>(l)].attention == AttentionKind::sliding ? c_.sliding_window : 0;
     attention(ctx_.pool, q_.data(), kc, vc, attn_.data(), n, position, c_.num_heads, c_.num_kv_heads, D, window);
-    product(lw.o, attn_.data(), n, proj_.data());
-    add_rows(n, proj_.data());
+    if (gated_)
+        compute_.for_rows(n, [&](int64_t t0, int64_t t1) {
+            for (int64_t t = t0; t < t1; ++t) {
+                float* out = attn_.data() + t * q_dim_;
+                const float* gate = gate_.data() + t * 2 * q_dim_;
+                for (int64_t i = 0; i < q_dim_; ++i) out[i] *= sigmoid(gate[i]);
+            }
+        });
+    compute_.product(lw.o, attn_.data(), n, proj_.data());
 }
 
-void GqaMoeDecoder::for_rows(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
-    if (n < kParallelRows) {
-        fn(0, n);
-        return;
-    }
-    ctx_.pool.parallel_for(n, std::max<int64_t>(1, n / (4 * ctx_.pool.size())), fn);
-}
-
-void GqaMoeDecoder::add_rows(int64_t n, const float* y) {
+void Decoder::add_rows(int64_t n, const float* y) {
     const int64_t H = c_.hidden_size;
-    for_rows(n, [&](int64_t t0, int64_t t1) {
+    compute_.for_rows(n, [&](int64_t t0, int64_t t1) {
         for (int64_t i = t0 * H; i < t1 * H; ++i) x_[i] += y[i];
     });
 }
 
-void GqaMoeDecoder::dense_ffn(const LayerWeights& lw, int64_t n) {
+void Decoder::dense_ffn(const LayerWeights& lw, int64_t n) {
     Stopwatch sw(ctx_.times.expert_compute);
     const int64_t F = c_.intermediate_size;
     std::vector<float> g(static_cast<size_t>(n * F)), u(static_cast<size_t>(n * F));
-    product(lw.gate, h_.data(), n, g.data());
-    product(lw.up, h_.data(), n, u.data());
+    compute_.product(lw.gate, h_.data(), n, g.data());
+    compute_.product(lw.up, h_.data(), n, u.data());
     swiglu(g.data(), u.data(), g.data(), n * F);
-    product(lw.down, g.data(), n, ffn_.data());
+    compute_.product(lw.down, g.data(), n, ffn_.data());
     add_rows(n, ffn_.data());
 }
 
+void Decoder::shared_expert(const LayerWeights& lw, int64_t n) {
+    Stopwatch sw(ctx_.times.expert_compute);
+    const int64_t H = c_.hidden_size, S = c_.shared_expert_intermediate_size;
+    shared_g_.resize(static_cast<size_t>(n * S));
+    shared_u_.resize(static_cast<size_t>(n * S));
+    shared_s_.resize(static_cast<size_t>(n));
+    compute_.products(h_.data(), n, {{&lw.shared_gate, shared_g_.data()}, {&lw.shared_up, shared_u_.data()},
+                                     {&lw.shared_expert_gate, shared_s_.data()}});
+    swiglu(shared_g_.data(), shared_u_.data(), shared_g_.data(), n * S);
+    compute_.product(lw.shared_down, shared_g_.data(), n, proj_.data());
+    compute_.for_rows(n, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+            const float scale = sigmoid(shared_s_[static_cast<size_t>(t)]);
+            for (int64_t i = t * H; i < (t + 1) * H; ++i) ffn_[i] += scale * proj_[i];
+        }
+    });
+}
+
 // The experts' products for the rows routed to them: gate and up, SwiGLU, down (into wk.y).
-void GqaMoeDecoder::compute_experts(const std::vector<ExpertWork*>& work, int64_t n) {
+void Decoder::compute_experts(const std::vector<ExpertWork*>& work, int64_t n) {
     if (work.empty()) return;
     Stopwatch sw(ctx_.times.expert_compute);
     const int64_t H = c_.hidden_size, I = c_.expert_intermediate_size;
@@ -302,16 +289,16 @@ void GqaMoeDecoder::compute_experts(const std::vector<ExpertWork*>& work, int64_
     });
 }
 
-void GqaMoeDecoder::moe_ffn(int64_t l, const LayerWeights& lw, int64_t n) {
+void Decoder::moe_ffn(int64_t l, const LayerWeights& lw, int64_t n) {
     const int64_t H = c_.hidden_size, E = c_.num_experts, K = c_.experts_per_token;
     // token lists per expert, in expert order
     std::map<int32_t, std::vector<std::pair<int64_t, float>>> assigned;
     {
         Stopwatch sw(ctx_.times.routing);
         std::vector<float> logits(static_cast<size_t>(n * E));
-        product(lw.router, h_.data(), n, logits.data());
+        compute_.product(lw.router, h_.data(), n, logits.data());
         std::vector<Routed> routed(static_cast<size_t>(n * K));
-        for_rows(n, [&](int64_t t0, int64_t t1) {
+        compute_.for_rows(n, [&](int64_t t0, int64_t t1) {
             for (int64_t t = t0; t < t1; ++t) route(c_.routing, logits.data() + t * E, E, K, routed.data() + t * K);
         });
         for (int64_t t = 0; t < n; ++t)
@@ -384,10 +371,15 @@ void GqaMoeDecoder::moe_ffn(int64_t l, const LayerWeights& lw, int64_t n) {
         });
         store.release_all();
     }
+    if (c_.num_shared_experts == 1) shared_expert(lw, n);
     add_rows(n, ffn_.data());
 }
 
-void GqaMoeDecoder::forward(std::span<const int32_t> tokens, int64_t position, bool all_logits, float* logits) {
+void Decoder::linear_attention_block(int64_t l, int64_t n) {
+    layers_[static_cast<size_t>(l)].linear->forward(compute_, h_.data(), n, ctx_.kv.recurrent(l), proj_.data());
+}
+
+void Decoder::forward(std::span<const int32_t> tokens, int64_t position, bool all_logits, float* logits) {
     const int64_t n = static_cast<int64_t>(tokens.size()), H = c_.hidden_size;
     auto size = [&](std::vector<float>& v, int64_t per_token) { v.resize(static_cast<size_t>(n * per_token)); };
     size(x_, H);
@@ -395,20 +387,33 @@ void GqaMoeDecoder::forward(std::span<const int32_t> tokens, int64_t position, b
     size(q_, q_dim_);
     size(k_, kv_dim_);
     size(v_, kv_dim_);
+    size(gate_, gated_ ? 2 * q_dim_ : 0);
     size(attn_, q_dim_);
     size(proj_, H);
     size(ffn_, H);
+    if (position == 0) ctx_.kv.clear_recurrent();   // a new context: the linear layers start from zero
     {
         Stopwatch sw(ctx_.times.embedding);
         for (int64_t t = 0; t < n; ++t) decode_row(embed_, tokens[static_cast<size_t>(t)], x_.data() + t * H);
     }
-    for (int64_t l = 0; l < c_.num_layers; ++l) {
-        attention_block(l, n, position);
-        const LayerWeights& lw = layers_[static_cast<size_t>(l)];
-        for_rows(n, [&](int64_t t0, int64_t t1) {
-            rms_norm_to(x_.data() + t0 * H, h_.data() + t0 * H, t1 - t0, H, lw.post_norm,
-                        static_cast<float>(c_.rms_norm_eps));
+    const float eps = static_cast<float>(c_.rms_norm_eps);
+    auto norm_rows = [&](const float* weight) {
+        compute_.for_rows(n, [&](int64_t t0, int64_t t1) {
+            rms_norm_to(x_.data() + t0 * H, h_.data() + t0 * H, t1 - t0, H, weight, eps);
         });
+    };
+    for (int64_t l = 0; l < c_.num_layers; ++l) {
+        const LayerWeights& lw = layers_[static_cast<size_t>(l)];
+        {
+            Stopwatch sw(ctx_.times.attention);
+            norm_rows(lw.input_norm);
+            if (lw.linear)
+                linear_attention_block(l, n);
+            else
+                attention_block(l, n, position);
+            add_rows(n, proj_.data());
+        }
+        norm_rows(lw.post_norm);
         if (lw.moe)
             moe_ffn(l, lw, n);
         else
@@ -416,14 +421,14 @@ void GqaMoeDecoder::forward(std::span<const int32_t> tokens, int64_t position, b
     }
     Stopwatch sw(ctx_.times.head);
     const int64_t first = all_logits ? 0 : n - 1;
-    rms_norm_to(x_.data() + first * H, h_.data(), n - first, H, final_norm_, static_cast<float>(c_.rms_norm_eps));
-    product(head_, h_.data(), n - first, logits);
+    rms_norm_to(x_.data() + first * H, h_.data(), n - first, H, final_norm_, eps);
+    compute_.product(head_, h_.data(), n - first, logits);
 }
 
 }  // namespace
 
-std::unique_ptr<Model> make_gqa_moe_decoder(const ModelContext& context) {
-    return std::make_unique<GqaMoeDecoder>(context);
+std::unique_ptr<Model> make_decoder(const ModelContext& context) {
+    return std::make_unique<Decoder>(context);
 }
 
 }  // namespace moepack::engine

@@ -1,0 +1,146 @@
+// Gated DeltaNet linear attention on the CPU: see gated_deltanet.hpp.
+#include "models/gated_deltanet.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "dense_weights.hpp"
+#include "error.hpp"
+#include "models/layer_compute.hpp"
+#include "thread_pool.hpp"
+
+namespace moepack::engine {
+namespace {
+
+constexpr float kL2NormEps = 1e-6f;   // of the q and k l2 normalisation
+
+float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+float silu(float x) { return x / (1.0f + std::exp(-x)); }
+// log(1 + e^x), linear above 20 as torch's softplus
+float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
+
+std::string name(int64_t layer, const char* rest) { return concat("layers.", layer, ".linear_attn.", rest); }
+
+}  // namespace
+
+int64_t gated_deltanet_state_floats(const ModelConfig& c) {
+    const LinearAttentionConfig& a = c.linear;
+    const int64_t channels = 2 * a.num_key_heads * a.key_head_dim + a.num_value_heads * a.value_head_dim;
+    return channels * (a.conv_kernel - 1) + a.num_value_heads * a.key_head_dim * a.value_head_dim;
+}
+
+GatedDeltaNet::GatedDeltaNet(const ModelConfig& c, const DenseWeights& w, int64_t layer)
+    : hidden_(c.hidden_size), nk_(c.linear.num_key_heads), nv_(c.linear.num_value_heads), dk_(c.linear.key_head_dim),
+      dv_(c.linear.value_head_dim), kernel_(c.linear.conv_kernel), channels_(2 * nk_ * dk_ + nv_ * dv_),
+      eps_(static_cast<float>(c.rms_norm_eps)) {
+    if (nk_ < 1 || nv_ % nk_ != 0 || dk_ < 1 || dv_ < 1 || kernel_ < 1)
+        fail("layer ", layer, ": linear attention with ", nk_, " key and ", nv_, " value heads of ", dk_, " and ", dv_,
+             ", kernel ", kernel_, " is not a valid shape");
+    qkv_ = w.matrix(name(layer, "in_proj_qkv.weight"), channels_, hidden_);
+    z_ = w.matrix(name(layer, "in_proj_z.weight"), nv_ * dv_, hidden_);
+    b_ = w.matrix(name(layer, "in_proj_b.weight"), nv_, hidden_);
+    a_ = w.matrix(name(layer, "in_proj_a.weight"), nv_, hidden_);
+    out_ = w.matrix(name(layer, "out_proj.weight"), hidden_, nv_ * dv_);
+    conv_ = w.values(name(layer, "conv1d.weight"), {channels_, kernel_});
+    a_log_ = w.vector(name(layer, "A_log"), nv_);
+    dt_bias_ = w.vector(name(layer, "dt_bias"), nv_);
+    norm_ = w.vector(name(layer, "norm.weight"), dv_);
+}
+
+void GatedDeltaNet::forward(LayerCompute& compute, const float* h, int64_t n, float* state, float* out) {
+    const int64_t C = channels_, V = nv_ * dv_, K = kernel_, r = nv_ / nk_;
+    mixed_.resize(static_cast<size_t>(n * C));
+    gate_z_.resize(static_cast<size_t>(n * V));
+    beta_.resize(static_cast<size_t>(n * nv_));
+    decay_.resize(static_cast<size_t>(n * nv_));
+    o_.resize(static_cast<size_t>(n * V));
+    conv_out_.resize(static_cast<size_t>(n * C));
+    compute.products(h, n, {{&qkv_, mixed_.data()}, {&z_, gate_z_.data()}, {&b_, beta_.data()}, {&a_, decay_.data()}});
+    for (int64_t t = 0; t < n; ++t)
+        for (int64_t v = 0; v < nv_; ++v) {
+            float& beta = beta_[static_cast<size_t>(t * nv_ + v)];
+            float& decay = decay_[static_cast<size_t>(t * nv_ + v)];
+            beta = sigmoid(beta);
+            decay = std::exp(-std::exp(a_log_[v]) * softplus(decay + dt_bias_[v]));
+        }
+
+    // Causal depthwise convolution, channels in parallel. The state holds the last K - 1
+    // inputs as rows [K - 1][C], oldest first; input row s < 0 of this batch is state row s + K - 1.
+    float* conv_state = state;
+    float* recurrent = state + (K - 1) * C;
+    auto input_row = [&](int64_t s) { return s >= 0 ? mixed_.data() + s * C : conv_state + (s + K - 1) * C; };
+    compute.pool().parallel_for(C, std::max<int64_t>(64, C / (4 * compute.pool().size())), [&](int64_t c0, int64_t c1) {
+        for (int64_t t = 0; t < n; ++t) {
+            float* y = conv_out_.data() + t * C;
+            for (int64_t c = c0; c < c1; ++c) {
+                float acc = 0;
+                for (int64_t j = 0; j < K; ++j) acc += conv_[c * K + j] * input_row(t - (K - 1) + j)[c];
+                y[c] = silu(acc);
+            }
+        }
+        std::vector<float> last(static_cast<size_t>(K - 1));
+        for (int64_t c = c0; c < c1; ++c) {   // the new state: the last K - 1 inputs
+            for (int64_t i = 0; i < K - 1; ++i) last[static_cast<size_t>(i)] = input_row(n - (K - 1) + i)[c];
+            for (int64_t i = 0; i < K - 1; ++i) conv_state[i * C + c] = last[static_cast<size_t>(i)];
+        }
+    });
+
+    // The delta rule, token by token, value heads in parallel; then the gated RMSNorm.
+    const float q_scale = 1.0f / std::sqrt(static_cast<float>(dk_));
+    compute.pool().parallel_for(nv_, 1, [&](int64_t v0, int64_t v1) {
+        std::vector<float> q(static_cast<size_t>(dk_)), k(static_cast<size_t>(dk_)), kv(static_cast<size_t>(dv_));
+        for (int64_t v = v0; v < v1; ++v) {
+            const int64_t kh = v / r;
+            float* S = recurrent + v * dk_ * dv_;   // [dk][dv]
+            for (int64_t t = 0; t < n; ++t) {
+                const float* row = conv_out_.data() + t * C;
+                const float* qs = row + kh * dk_;
+                const float* ks = row + nk_ * dk_ + kh * dk_;
+                const float* vs = row + 2 * nk_ * dk_ + v * dv_;
+                float qq = 0, kk = 0;
+                for (int64_t i = 0; i < dk_; ++i) {
+                    qq += qs[i] * qs[i];
+                    kk += ks[i] * ks[i];
+                }
+                const float qn = q_scale / std::sqrt(qq + kL2NormEps), kn = 1.0f / std::sqrt(kk + kL2NormEps);
+                for (int64_t i = 0; i < dk_; ++i) {
+                    q[static_cast<size_t>(i)] = qs[i] * qn;
+                    k[static_cast<size_t>(i)] = ks[i] * kn;
+                }
+                const float decay = decay_[static_cast<size_t>(t * nv_ + v)];
+                const float beta = beta_[static_cast<size_t>(t * nv_ + v)];
+                std::fill(kv.begin(), kv.end(), 0.0f);
+                for (int64_t i = 0; i < dk_; ++i) {   // S *= decay; kv = S^T k
+                    float* s = S + i * dv_;
+                    const float ki = k[static_cast<size_t>(i)];
+                    for (int64_t j = 0; j < dv_; ++j) {
+                        s[j] *= decay;
+                        kv[static_cast<size_t>(j)] += s[j] * ki;
+                    }
+                }
+                for (int64_t j = 0; j < dv_; ++j) kv[static_cast<size_t>(j)] = (vs[j] - kv[static_cast<size_t>(j)]) * beta;
+                float* o = o_.data() + t * V + v * dv_;
+                std::fill(o, o + dv_, 0.0f);
+                for (int64_t i = 0; i < dk_; ++i) {   // S += k (x) delta; o = S^T q
+                    float* s = S + i * dv_;
+                    const float ki = k[static_cast<size_t>(i)], qi = q[static_cast<size_t>(i)];
+                    for (int64_t j = 0; j < dv_; ++j) {
+                        s[j] += ki * kv[static_cast<size_t>(j)];
+                        o[j] += s[j] * qi;
+                    }
+                }
+                float ss = 0;
+                for (int64_t j = 0; j < dv_; ++j) ss += o[j] * o[j];
+                const float inv = 1.0f / std::sqrt(ss / static_cast<float>(dv_) + eps_);
+                const float* z = gate_z_.data() + t * V + v * dv_;
+                for (int64_t j = 0; j < dv_; ++j) o[j] = o[j] * inv * norm_[j] * silu(z[j]);
+            }
+        }
+    });
+    compute.times().flops += 7.0 * static_cast<double>(n * nv_ * dk_ * dv_);
+    compute.times().weight_bytes += 2 * static_cast<uint64_t>(nv_ * dk_ * dv_) * sizeof(float);   // S read and written
+    compute.product(out_, o_.data(), n, out);
+}
+
+}  // namespace moepack::engine

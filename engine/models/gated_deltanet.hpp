@@ -1,0 +1,50 @@
+// The linear-attention layer of qwen3_next and qwen3_5_moe (Gated DeltaNet), on the pack's
+// normalised weights (Qwen3.5's layout; Qwen3-Next's grouped projections are split at pack
+// time). Per token, with nk key heads and nv value heads (r = nv / nk), dk/dv head sizes:
+//   [q | k | v] = in_proj_qkv . x, through a causal depthwise convolution (kernel K, SiLU),
+//   q, k l2-normalised per head (q also scaled by dk^-1/2); value head h reads key head h / r;
+//   beta = sigmoid(in_proj_b . x), g = -exp(A_log) * softplus(in_proj_a . x + dt_bias);
+//   S (dk x dv, per value head, float32): S *= exp(g); S += k (x) ((v - S^T k) * beta); o = S^T q
+//   out = out_proj . (rmsnorm(o) * norm.weight * silu(in_proj_z . x))
+// A prompt's projections run batched; the convolution and the recurrence run token by token
+// over the batch, heads in parallel. The state carries across calls.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "cpu/matmul.hpp"
+#include "model_config.hpp"
+
+namespace moepack::engine {
+
+class DenseWeights;
+class LayerCompute;
+
+// Floats of one layer's recurrent state: the convolution's last K - 1 inputs per channel and
+// one S per value head.
+int64_t gated_deltanet_state_floats(const ModelConfig& c);
+
+class GatedDeltaNet {
+public:
+    // Binds layer `layer`'s weights; throws naming a missing or misshapen tensor.
+    GatedDeltaNet(const ModelConfig& c, const DenseWeights& w, int64_t layer);
+
+    // out [n, H] = the layer's mixing of the normed inputs h [n, H] that follow the tokens
+    // `state` (gated_deltanet_state_floats values) has seen; updates `state`.
+    void forward(LayerCompute& compute, const float* h, int64_t n, float* state, float* out);
+
+private:
+    int64_t hidden_, nk_, nv_, dk_, dv_, kernel_, channels_;
+    float eps_;
+    // in_proj_qkv [channels, H], in_proj_z [nv * dv, H], in_proj_b / in_proj_a [nv, H],
+    // out_proj [H, nv * dv]
+    WeightMatrix qkv_, z_, b_, a_, out_;
+    const float* conv_ = nullptr;      // [channels, K]
+    const float* a_log_ = nullptr;     // [nv]
+    const float* dt_bias_ = nullptr;   // [nv]
+    const float* norm_ = nullptr;      // [dv]
+    std::vector<float> mixed_, conv_out_, gate_z_, beta_, decay_, o_;   // per batch
+};
+
+}  // namespace moepack::engine

@@ -1,0 +1,122 @@
+// Models with linear-attention layers (qwen3_next, qwen3_5_moe) carry a recurrent state
+// instead of keys and values: a prompt fed in several forward passes or several calls gives
+// the reference logits; truncating the context evaluates the kept tokens again; a saved and
+// loaded state continues exactly; the pack holds the projections in one layout whichever the
+// checkpoint used.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "engine.hpp"
+#include "engine_test_support.hpp"
+#include "pack_reader.hpp"
+
+namespace moepack {
+namespace {
+
+using engine::Engine;
+using engine::EngineOptions;
+
+EngineOptions options(int64_t batch = 256) {
+    EngineOptions o;
+    o.threads = 2;
+    o.context = 64;
+    o.io_threads = 2;
+    o.batch = batch;
+    return o;
+}
+
+// Relative L2 error of rows [first, first + rows) of the reference against `got`.
+double relative_l2(const std::vector<float>& got, const test::Reference& ref, int64_t first, int64_t rows) {
+    double err = 0, norm = 0;
+    for (int64_t i = 0; i < rows * ref.vocab; ++i) {
+        const double r = ref.logits[static_cast<size_t>(first * ref.vocab + i)];
+        const double d = static_cast<double>(got[static_cast<size_t>(i)]) - r;
+        err += d * d;
+        norm += r * r;
+    }
+    return std::sqrt(err / norm);
+}
+
+TEST(EngineRecurrent, APromptInSeveralPassesAndCallsGivesTheReferenceLogits) {
+    for (const char* name : {"qwen3_next", "qwen3_5_moe"}) {
+        test::ScratchDir dir(std::string("recurrent_") + name);
+        const auto ref = test::load_reference(name);
+        const auto pack = test::convert_fixture(name, dir.path() / "p", 16);
+        const auto seq = ref.sequence();
+        auto batched = Engine::open(pack, options(5));   // forward passes of 5 tokens
+        std::vector<float> logits;
+        batched->eval_prompt(seq, logits);
+        EXPECT_LE(relative_l2(logits, ref, 0, ref.positions), 1e-4) << name;
+
+        auto calls = Engine::open(pack, options());   // three calls of 7, 7 and 6 tokens
+        std::vector<float> all, part;
+        for (size_t first = 0; first < seq.size(); first += 7) {
+            const size_t n = std::min<size_t>(7, seq.size() - first);
+            calls->eval_prompt(std::span<const int32_t>(seq).subspan(first, n), part);
+            all.insert(all.end(), part.begin(), part.end());
+        }
+        EXPECT_LE(relative_l2(all, ref, 0, ref.positions), 1e-4) << name;
+    }
+}
+
+TEST(EngineRecurrent, TruncatingEvaluatesTheKeptTokensAgain) {
+    test::ScratchDir dir("recurrent_truncate");
+    const auto ref = test::load_reference("qwen3_next");
+    const auto pack = test::convert_fixture("qwen3_next", dir.path() / "p", 16);
+    const auto seq = ref.sequence();
+    auto e = Engine::open(pack, options());
+    e->eval_prompt(std::vector<int32_t>(seq.begin(), seq.begin() + 15));
+    e->truncate(9);
+    EXPECT_EQ(e->position(), 9);
+    std::vector<float> rest;
+    e->eval_prompt(std::span<const int32_t>(seq).subspan(9), rest);
+    EXPECT_LE(relative_l2(rest, ref, 9, ref.positions - 9), 1e-4);
+    e->reset();   // a new context starts from a zero state
+    std::vector<float> again;
+    e->eval_prompt(seq, again);
+    EXPECT_LE(relative_l2(again, ref, 0, ref.positions), 1e-4);
+}
+
+TEST(EngineRecurrent, SaveLoadContinueGivesIdenticalLogits) {
+    test::ScratchDir dir("recurrent_state");
+    const auto ref = test::load_reference("qwen3_next");
+    const auto pack = test::convert_fixture("qwen3_next", dir.path() / "p", 16);
+    auto a = Engine::open(pack, options());
+    a->eval_prompt(ref.prompt);
+    const auto state = (dir.path() / "s.state").string();
+    a->state_save(state);
+    std::vector<float> continued;
+    for (int32_t t : ref.greedy) {
+        auto l = a->eval_token(t);
+        continued.insert(continued.end(), l.begin(), l.end());
+    }
+    auto b = Engine::open(pack, options());
+    b->eval_prompt(ref.greedy);   // a different context first: loading replaces it whole
+    b->state_load(state);
+    EXPECT_EQ(b->tokens(), ref.prompt);
+    std::vector<float> resumed;
+    for (int32_t t : ref.greedy) {
+        auto l = b->eval_token(t);
+        resumed.insert(resumed.end(), l.begin(), l.end());
+    }
+    EXPECT_EQ(resumed, continued);
+}
+
+TEST(EngineRecurrent, QwenNextProjectionsArePackedInQwen35Layout) {
+    // The same weights in both layouts give the same stored tensors: the qwen3_next fixture's
+    // grouped in_proj_qkvz / in_proj_ba are split into in_proj_qkv / z / b / a.
+    test::ScratchDir dir("recurrent_layout");
+    const auto pack = Pack::open(test::convert_fixture("qwen3_next", dir.path() / "p", 16));
+    for (const char* part : {"in_proj_qkv", "in_proj_z", "in_proj_b", "in_proj_a"})
+        EXPECT_NE(pack->find_tensor(concat("layers.0.linear_attn.", part, ".weight")), nullptr) << part;
+    EXPECT_EQ(pack->find_tensor("layers.0.linear_attn.in_proj_qkvz.weight"), nullptr);
+    EXPECT_EQ(pack->find_tensor("layers.0.linear_attn.in_proj_ba.weight"), nullptr);
+    const PackTensor* conv = pack->find_tensor("layers.0.linear_attn.conv1d.weight");
+    ASSERT_NE(conv, nullptr);
+    EXPECT_EQ(conv->shape, (std::vector<int64_t>{160, 4}));
+    EXPECT_EQ(conv->encoding, DenseEncoding::f32);
+}
+
+}  // namespace
+}  // namespace moepack
