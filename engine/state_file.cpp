@@ -1,8 +1,9 @@
 // Saving and restoring an engine's context (formats/state.md): header, context tokens, last
 // logits, then each attention layer's cached keys and values for the used positions or each
-// linear-attention layer's recurrent state, then an XXH3-64 of everything before it. Written atomically; a file that does not match the pack, the
-// model or the context size, or fails its checksum, is refused (and a failed load leaves
-// the context empty).
+// linear-attention layer's recurrent state, then an XXH3-64 of everything before it. Written
+// atomically; a file that does not match the pack, the model or the context size, or fails
+// its checksum, is refused (one refused on its header leaves the context as it was, one that
+// fails while being read leaves it empty).
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>

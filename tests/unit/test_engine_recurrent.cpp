@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 
 #include "engine.hpp"
 #include "engine_test_support.hpp"
@@ -101,6 +103,16 @@ TEST(EngineRecurrent, SaveLoadContinueGivesIdenticalLogits) {
         resumed.insert(resumed.end(), l.begin(), l.end());
     }
     EXPECT_EQ(resumed, continued);
+
+    // a state whose recurrent size is not the model's is refused by name
+    std::vector<char> bytes(std::filesystem::file_size(state));
+    std::ifstream(state, std::ios::binary).read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    bytes[12] = static_cast<char>(bytes[12] ^ 1);
+    const auto tampered = (dir.path() / "r.state").string();
+    std::ofstream(tampered, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    const std::string err = test::error_of([&] { b->state_load(tampered); });
+    EXPECT_NE(err.find("recurrent state"), std::string::npos) << err;
+    EXPECT_EQ(b->position(), 20);   // refused on its header: the context is untouched
 }
 
 TEST(EngineRecurrent, QwenNextProjectionsArePackedInQwen35Layout) {

@@ -5,11 +5,13 @@
 // damaged state files) are refused with messages that name what is wrong.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "engine.hpp"
 #include "engine_test_support.hpp"
+#include "hashing.hpp"
 #include "pack_reader.hpp"
 
 namespace moepack {
@@ -129,6 +131,23 @@ TEST(EngineState, SaveLoadContinueGivesIdenticalLogits) {
         resumed.insert(resumed.end(), l.begin(), l.end());
     }
     EXPECT_EQ(resumed, continued);
+
+    // a version 1 file (no recurrent states; bytes 12..15 zero) reads as version 2
+    std::vector<std::byte> bytes(fs::file_size(state));
+    std::ifstream(state, std::ios::binary).read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    bytes[8] = std::byte{1};
+    const uint64_t digest = hash_bytes(std::span(bytes).first(bytes.size() - 8));
+    std::memcpy(bytes.data() + bytes.size() - 8, &digest, 8);
+    const auto v1 = (dir.path() / "v1.state").string();
+    std::ofstream(v1, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    auto c = Engine::open(pack, options());
+    c->state_load(v1);
+    std::vector<float> from_v1;
+    for (int32_t t : ref.greedy) {
+        auto l = c->eval_token(t);
+        from_v1.insert(from_v1.end(), l.begin(), l.end());
+    }
+    EXPECT_EQ(from_v1, continued);
 }
 
 TEST(EngineState, ForeignDamagedAndOversizedStatesAreRefused) {
