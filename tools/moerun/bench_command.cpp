@@ -81,12 +81,14 @@ int run(BenchOptions& o) {
     const Pack& pack = engine->pack();
     const bool moe = pack.has_experts();
     const double read_bw = moe ? expert_read_bandwidth(pack, o.run.engine.direct_io, o.run.engine.io_threads, o.read_samples) : 0;
-    // kernel rates in the pack's expert encoding and in its dense encoding (that of q_proj)
+    // kernel rates in the pack's expert encoding and in its dense encoding (that of the
+    // output head, which every pack has and which follows --dense-bits as the layers do)
     const auto& el = pack.expert_layout();
     const int bits = moe ? el.bits : 16;
-    const PackTensor* q = pack.find_tensor("layers.0.self_attn.q_proj.weight");
-    const int dense_bits = q && q->encoding == DenseEncoding::affine ? q->bits : 16;
-    const int dense_group = q && q->encoding == DenseEncoding::affine ? q->group_size : 0;
+    const PackTensor* head = pack.find_tensor("lm_head.weight");
+    if (!head) head = pack.find_tensor("embed_tokens.weight");
+    const int dense_bits = head && head->encoding == DenseEncoding::affine ? head->bits : 16;
+    const int dense_group = head && head->encoding == DenseEncoding::affine ? head->group_size : 0;
     const int64_t prefill_n = std::min<int64_t>(o.prompt_len, o.run.engine.batch);
     const int64_t I = moe ? static_cast<int64_t>(el.intermediate) : c.hidden_size;
     const double expert_rate = moe ? matmul_rate(pool, I, c.hidden_size, bits, el.group_size, 1) : 1;
