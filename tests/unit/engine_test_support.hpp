@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "engine.hpp"
 #include "pack_builder.hpp"
 #include "test_helpers.hpp"
 
@@ -52,6 +53,25 @@ inline std::string convert_fixture(const std::string& name, const std::filesyste
     r.force = true;
     build_pack(r);
     return out.string();
+}
+
+// What the engine tests run with: two threads, 64 positions.
+inline engine::EngineOptions small_engine_options() {
+    engine::EngineOptions o;
+    o.threads = 2;
+    o.context = 64;
+    o.io_threads = 2;
+    return o;
+}
+
+// Feeds `tokens` one at a time (decode steps) and returns the logits of each, concatenated.
+inline std::vector<float> logits_token_by_token(engine::Engine& e, const std::vector<int32_t>& tokens) {
+    std::vector<float> out;
+    for (int32_t t : tokens) {
+        const auto l = e.eval_token(t);
+        out.insert(out.end(), l.begin(), l.end());
+    }
+    return out;
 }
 
 }  // namespace moepack::test

@@ -41,13 +41,6 @@ const Case kCases[] = {
     {"qwen3_next_wide", "qwen3_next_wide", 16}, {"qwen3_5_moe_wide", "qwen3_5_moe_wide", 16},
 };
 
-EngineOptions small_options() {
-    EngineOptions o;
-    o.threads = 2;
-    o.context = 64;
-    o.io_threads = 2;
-    return o;
-}
 
 struct Agreement {
     double relative_l2 = 0, max_abs_ratio = 0, mean_kl = 0, top1 = 0;
@@ -109,7 +102,7 @@ TEST_P(EngineParity, LogitsOfEveryPositionMatchTheReference) {
     test::ScratchDir dir(std::string("parity_") + c.fixture);
     const auto ref = test::load_reference(c.reference);
     const auto pack = test::convert_fixture(c.fixture, dir.path() / "p", c.bits);
-    auto e = Engine::open(pack, small_options());
+    auto e = Engine::open(pack, test::small_engine_options());
     std::vector<float> logits;
     e->eval_prompt(ref.sequence(), logits);
     ASSERT_EQ(logits.size(), ref.logits.size());
@@ -126,7 +119,7 @@ TEST_P(EngineParity, GreedyDecodingTokenByTokenIsTheReferenceContinuation) {
     test::ScratchDir dir(std::string("greedy_") + c.fixture);
     const auto ref = test::load_reference(c.reference);
     const auto pack = test::convert_fixture(c.fixture, dir.path() / "p", c.bits);
-    auto e = Engine::open(pack, small_options());
+    auto e = Engine::open(pack, test::small_engine_options());
     auto logits = e->eval_prompt(ref.prompt);
     std::vector<int32_t> generated;
     for (size_t i = 0; i < ref.greedy.size(); ++i) {
@@ -168,7 +161,7 @@ TEST(EngineQuantized, KlDivergenceAndTop1AgreementPerBitWidth) {
         const auto ref = test::load_reference(name);
         for (const QuantLimit& q : std::span(limits, 3)) {
             test::ScratchDir dir(concat("quant_", name, "_", q.bits));
-            auto e = Engine::open(test::convert_fixture(name, dir.path() / "p", q.bits), small_options());
+            auto e = Engine::open(test::convert_fixture(name, dir.path() / "p", q.bits), test::small_engine_options());
             std::vector<float> logits;
             e->eval_prompt(ref.sequence(), logits);
             const Agreement a = compare(logits, ref);

@@ -106,48 +106,42 @@ TEST(EngineCache, TheCacheHoldsAtLeastTheExpertsOfOneToken) {
     EXPECT_EQ(all_logits(*e, ref.sequence()), all_logits(*full, ref.sequence()));
 }
 
+// Attention layers' keys and values (mixtral_wide), and linear-attention layers' recurrent
+// states as well (qwen3_next).
 TEST(EngineState, SaveLoadContinueGivesIdenticalLogits) {
-    test::ScratchDir dir("engine_state");
-    const auto ref = test::load_reference("mixtral_wide");
-    const auto pack = test::convert_fixture("mixtral_wide", dir.path() / "p", 16);
-    auto a = Engine::open(pack, options());
-    a->eval_prompt(ref.prompt);
-    const auto state = (dir.path() / "s.state").string();
-    a->state_save(state);
-    const auto before = std::vector<float>(a->last_logits().begin(), a->last_logits().end());
-    std::vector<float> continued;
-    for (int32_t t : ref.greedy) {
-        auto l = a->eval_token(t);
-        continued.insert(continued.end(), l.begin(), l.end());
-    }
-    auto b = Engine::open(pack, options());
-    b->state_load(state);
-    EXPECT_EQ(b->position(), static_cast<int64_t>(ref.prompt.size()));
-    EXPECT_EQ(b->tokens(), ref.prompt);
-    EXPECT_EQ(std::vector<float>(b->last_logits().begin(), b->last_logits().end()), before);
-    std::vector<float> resumed;
-    for (int32_t t : ref.greedy) {
-        auto l = b->eval_token(t);
-        resumed.insert(resumed.end(), l.begin(), l.end());
-    }
-    EXPECT_EQ(resumed, continued);
+    for (const char* name : {"mixtral_wide", "qwen3_next"}) {
+        test::ScratchDir dir(std::string("engine_state_") + name);
+        const auto ref = test::load_reference(name);
+        const auto pack = test::convert_fixture(name, dir.path() / "p", 16);
+        auto a = Engine::open(pack, options());
+        a->eval_prompt(ref.prompt);
+        const auto state = (dir.path() / "s.state").string();
+        a->state_save(state);
+        const auto before = std::vector<float>(a->last_logits().begin(), a->last_logits().end());
+        const auto continued = test::logits_token_by_token(*a, ref.greedy);
+        auto b = Engine::open(pack, options());
+        b->eval_prompt(ref.greedy);   // another context first: loading replaces it whole
+        b->state_load(state);
+        EXPECT_EQ(b->position(), static_cast<int64_t>(ref.prompt.size())) << name;
+        EXPECT_EQ(b->tokens(), ref.prompt) << name;
+        EXPECT_EQ(std::vector<float>(b->last_logits().begin(), b->last_logits().end()), before) << name;
+        EXPECT_EQ(test::logits_token_by_token(*b, ref.greedy), continued) << name;
+        if (std::string(name) != "mixtral_wide") continue;
 
-    // a version 1 file (no recurrent states; bytes 12..15 zero) reads as version 2
-    std::vector<std::byte> bytes(fs::file_size(state));
-    std::ifstream(state, std::ios::binary).read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-    bytes[8] = std::byte{1};
-    const uint64_t digest = hash_bytes(std::span(bytes).first(bytes.size() - 8));
-    std::memcpy(bytes.data() + bytes.size() - 8, &digest, 8);
-    const auto v1 = (dir.path() / "v1.state").string();
-    std::ofstream(v1, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-    auto c = Engine::open(pack, options());
-    c->state_load(v1);
-    std::vector<float> from_v1;
-    for (int32_t t : ref.greedy) {
-        auto l = c->eval_token(t);
-        from_v1.insert(from_v1.end(), l.begin(), l.end());
+        // a version 1 file (no recurrent states; bytes 12..15 zero) reads as version 2
+        std::vector<std::byte> bytes(fs::file_size(state));
+        std::ifstream(state, std::ios::binary)
+            .read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+        bytes[8] = std::byte{1};
+        const uint64_t digest = hash_bytes(std::span(bytes).first(bytes.size() - 8));
+        std::memcpy(bytes.data() + bytes.size() - 8, &digest, 8);
+        const auto v1 = (dir.path() / "v1.state").string();
+        std::ofstream(v1, std::ios::binary)
+            .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+        auto c = Engine::open(pack, options());
+        c->state_load(v1);
+        EXPECT_EQ(test::logits_token_by_token(*c, ref.greedy), continued);
     }
-    EXPECT_EQ(from_v1, continued);
 }
 
 TEST(EngineState, ForeignDamagedAndOversizedStatesAreRefused) {
