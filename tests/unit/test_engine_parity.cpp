@@ -16,7 +16,6 @@ namespace moepack {
 namespace {
 
 using engine::Engine;
-using engine::EngineOptions;
 
 struct Case {
     const char* fixture;
