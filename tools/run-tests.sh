@@ -12,7 +12,7 @@ tools/install-deps.sh
 cmake -S . -B build-test -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DMOEPACK_WERROR=ON -DMOEPACK_SANITIZE=ON -DMOEPACK_BUILD_TESTS=ON
 cmake --build build-test -j "$jobs"
-ctest --test-dir build-test --output-on-failure -j "$jobs" 2>&1 | tee build-test/ctest.log
+ctest --test-dir build-test --output-on-failure -j "$jobs" -LE gpu 2>&1 | tee build-test/ctest.log
 
 if [ "$fuzz_seconds" -gt 0 ]; then
   cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
