@@ -1,10 +1,13 @@
 // Fused dequantize-GEMV for decode: y [n, rows] = x [n, cols] . W^T with W in any pack
-// encoding, decoded in registers (no dequantised copy). One warp per output row, 4 rows per
-// block; the lanes walk the row's codes (or values) in 16-byte loads when the row allows it,
-// each load decoded and multiplied against all n inputs, then a warp reduction. For affine
-// records each word of codes lies in one group, so a word contributes
-// scale * sum(q * x) + bias * sum(x). CPU reference: engine/cpu/matmul.cpp.
+// encoding, decoded in registers (no dequantised copy). One warp per output row at a time,
+// 4 warps per block; the lanes walk the row's code words (coalesced) or values (16-byte
+// loads when a row is a whole number of them), each decoded once and multiplied against all
+// n inputs, then a warp reduction. For affine records each word of codes lies in one group:
+// a row is sum over groups of scale * sum(q * x) + bias * sum(x), the inputs and their group
+// sums staged in shared memory. CPU reference: engine/cpu/matmul.cpp.
 #include <cuda_fp16.h>
+
+#include <algorithm>
 
 #include "cuda_check.hpp"
 #include "kernels.hpp"
@@ -21,73 +24,87 @@ __device__ inline float warp_sum(float v) {
     return v;
 }
 
-struct AffineRow {
-    const uint32_t* codes;     // this row's words
-    const uint16_t* scales;    // this row's groups
-    const uint16_t* biases;
-};
+// Shared memory a block may use (Hopper allows up to 227 KB per block on request).
+constexpr int64_t kMaxSharedBytes = 200 * 1024;
 
-// The contribution of word `w` of an affine row to each input's dot product.
+// Affine rows against inputs staged in shared memory: xs [N][padded] (zero beyond cols, so
+// the zero codes past a row's end add nothing) and each group's input sum gs [N][groups]
+// (the bias term, bias * sum(x), added once per group by the lane that holds its first
+// word). Codes become floats by the exponent trick (0x4B000000 | q is 2^23 + q), not by
+// integer conversion. Warps stride over rows so that a block stages its inputs once.
 template <int N, int Bits>
-__device__ inline void affine_word(uint32_t word, int64_t w, const AffineRow& row, const float* __restrict__ x,
-                                   int64_t cols, int group_size, float (&acc)[N]) {
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+    affine_gemv(const uint32_t* __restrict__ codes, const uint16_t* __restrict__ scales,
+                const uint16_t* __restrict__ biases, int64_t rows, int64_t cols, int64_t row_words, int64_t groups,
+                int group_size, const float* __restrict__ x, float* __restrict__ y) {
     constexpr int kCodes = 32 / Bits;
     constexpr uint32_t kMask = (1u << Bits) - 1u;
-    const int64_t c0 = w * kCodes;
-    const int64_t g = c0 / group_size;
-    const float scale = bf16_to_float(row.scales[g]), bias = bf16_to_float(row.biases[g]);
-    const int codes = cols - c0 < kCodes ? static_cast<int>(cols - c0) : kCodes;
+    extern __shared__ float4 shared[];
+    const int64_t padded = row_words * kCodes;
+    float* xs = reinterpret_cast<float*>(shared);
+    float* gs = xs + N * padded;
+    for (int64_t i = threadIdx.x; i < N * padded; i += blockDim.x) {
+        const int64_t t = i / padded, c = i % padded;
+        xs[i] = c < cols ? x[t * cols + c] : 0.0f;
+    }
+    __syncthreads();
+    for (int64_t i = threadIdx.x; i < N * groups; i += blockDim.x) {
+        const int64_t t = i / groups, g = i % groups;
+        const float* xg = xs + t * padded + g * group_size;
+        const int64_t end = min(static_cast<int64_t>(group_size), cols - g * group_size);
+        float sum = 0.0f;
+        for (int64_t c = 0; c < end; ++c) sum += xg[c];
+        gs[i] = sum;
+    }
+    __syncthreads();
+    const int lane = threadIdx.x % 32;
+    const int words_per_group = group_size / kCodes;
+    for (int64_t r = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32; r < rows;
+         r += static_cast<int64_t>(gridDim.x) * kWarpsPerBlock) {
+        const uint32_t* row = codes + r * row_words;
+        float acc[N] = {};
+        for (int64_t w = lane; w < row_words; w += 32) {
+            const uint32_t word = __ldg(row + w);
+            const int64_t g = w / words_per_group;
+            const float scale = bf16_to_float(__ldg(scales + r * groups + g));
+            float q[kCodes];
 #pragma unroll
-    for (int t = 0; t < N; ++t) {
-        const float* xt = x + t * cols + c0;
-        float dot = 0.0f, sum = 0.0f;
-        if (codes == kCodes) {
+            for (int k = 0; k < kCodes; ++k) q[k] = __uint_as_float(0x4B000000u | ((word >> (k * Bits)) & kMask)) - 8388608.0f;
 #pragma unroll
-            for (int k = 0; k < kCodes; ++k) {
-                const float xv = __ldg(xt + k);
-                dot = fmaf(static_cast<float>((word >> (k * Bits)) & kMask), xv, dot);
-                sum += xv;
+            for (int t = 0; t < N; ++t) {
+                const float4* xv = reinterpret_cast<const float4*>(xs + t * padded + w * kCodes);
+                float dot = 0.0f;
+#pragma unroll
+                for (int k = 0; k < kCodes / 4; ++k) {
+                    const float4 v = xv[k];
+                    dot = fmaf(q[4 * k], v.x, fmaf(q[4 * k + 1], v.y, fmaf(q[4 * k + 2], v.z, fmaf(q[4 * k + 3], v.w, dot))));
+                }
+                acc[t] = fmaf(scale, dot, acc[t]);
             }
-        } else {
-            for (int k = 0; k < codes; ++k) {
-                const float xv = __ldg(xt + k);
-                dot = fmaf(static_cast<float>((word >> (k * Bits)) & kMask), xv, dot);
-                sum += xv;
+            if (w % words_per_group == 0) {
+                const float bias = bf16_to_float(__ldg(biases + r * groups + g));
+#pragma unroll
+                for (int t = 0; t < N; ++t) acc[t] = fmaf(bias, gs[t * groups + g], acc[t]);
             }
         }
-        acc[t] = fmaf(scale, dot, fmaf(bias, sum, acc[t]));
+#pragma unroll
+        for (int t = 0; t < N; ++t) {
+            const float s = warp_sum(acc[t]);
+            if (lane == 0) y[t * rows + r] = s;
+        }
     }
 }
 
-template <int N, int Bits, bool Wide>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32) affine_gemv(const uint32_t* __restrict__ codes,
-                                                                    const uint16_t* __restrict__ scales,
-                                                                    const uint16_t* __restrict__ biases, int64_t rows,
-                                                                    int64_t cols, int64_t row_words, int64_t groups,
-                                                                    int group_size, const float* __restrict__ x,
-                                                                    float* __restrict__ y) {
-    const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
-    if (r >= rows) return;
-    const int lane = threadIdx.x % 32;
-    const AffineRow row{codes + r * row_words, scales + r * groups, biases + r * groups};
-    float acc[N] = {};
-    if (Wide) {   // row_words % 4 == 0: four words per 16-byte load
-        const uint4* words = reinterpret_cast<const uint4*>(row.codes);
-        for (int64_t v = lane; v < row_words / 4; v += 32) {
-            const uint4 q = __ldg(words + v);
-            affine_word<N, Bits>(q.x, 4 * v, row, x, cols, group_size, acc);
-            affine_word<N, Bits>(q.y, 4 * v + 1, row, x, cols, group_size, acc);
-            affine_word<N, Bits>(q.z, 4 * v + 2, row, x, cols, group_size, acc);
-            affine_word<N, Bits>(q.w, 4 * v + 3, row, x, cols, group_size, acc);
-        }
-    } else {
-        for (int64_t w = lane; w < row_words; w += 32) affine_word<N, Bits>(__ldg(row.codes + w), w, row, x, cols, group_size, acc);
-    }
-#pragma unroll
-    for (int t = 0; t < N; ++t) {
-        const float s = warp_sum(acc[t]);
-        if (lane == 0) y[t * rows + r] = s;
-    }
+// Blocks for a grid that strides over rows: enough to fill every multiprocessor a few times.
+unsigned row_blocks(int64_t rows) {
+    static const int sms = [] {
+        int device = 0, count = 0;
+        check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+        check_cuda(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device), "multiprocessor count");
+        return count;
+    }();
+    const int64_t needed = (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
+    return static_cast<unsigned>(std::min<int64_t>(needed, static_cast<int64_t>(sms) * 16));
 }
 
 template <typename T>
@@ -139,16 +156,21 @@ void launch(const DeviceMatrix& w, const float* x, float* y, cudaStream_t stream
     const bool aligned = (reinterpret_cast<uintptr_t>(w.data) % 16) == 0;
     switch (w.format) {
         case DeviceFormat::affine: {
-            const int64_t row_words = w.row_words, groups = w.groups;
-            const bool wide = aligned && row_words % 4 == 0;
+            const int64_t padded = w.row_words * (32 / w.bits);
+            const auto shared = static_cast<size_t>(N * (padded + w.groups) * 4);
+            if (static_cast<int64_t>(shared) > kMaxSharedBytes) fail("gemv: ", N, " inputs of ", w.cols, " values exceed shared memory");
             const auto* codes = static_cast<const uint32_t*>(w.data);
             auto run = [&](auto kernel) {
-                kernel<<<grid, block, 0, stream>>>(codes, w.scales, w.biases, w.rows, w.cols, row_words, groups, w.group_size, x, y);
+                if (shared > 48 * 1024)
+                    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)),
+                               "gemv shared memory");
+                kernel<<<row_blocks(w.rows), block, shared, stream>>>(codes, w.scales, w.biases, w.rows, w.cols, w.row_words,
+                                                                      w.groups, w.group_size, x, y);
             };
             switch (w.bits) {
-                case 2: wide ? run(affine_gemv<N, 2, true>) : run(affine_gemv<N, 2, false>); break;
-                case 4: wide ? run(affine_gemv<N, 4, true>) : run(affine_gemv<N, 4, false>); break;
-                case 8: wide ? run(affine_gemv<N, 8, true>) : run(affine_gemv<N, 8, false>); break;
+                case 2: run(affine_gemv<N, 2>); break;
+                case 4: run(affine_gemv<N, 4>); break;
+                case 8: run(affine_gemv<N, 8>); break;
                 default: fail("gemv: affine weights of ", w.bits, " bits");
             }
             break;
@@ -179,6 +201,13 @@ void launch(const DeviceMatrix& w, const float* x, float* y, cudaStream_t stream
 
 void gemv(const DeviceMatrix& w, const float* x, int64_t n, float* y, cudaStream_t stream) {
     if (w.rows <= 0 || w.cols <= 0) return;
+    if (n < 1 || n > kMaxGemvInputs) fail("gemv: ", n, " inputs, expected 1 to ", kMaxGemvInputs);
+    if (w.format == DeviceFormat::affine && n > 1 && n * (w.row_words * (32 / w.bits) + w.groups) * 4 > kMaxSharedBytes) {
+        const int64_t half = n / 2;   // inputs staged in halves
+        gemv(w, x, half, y, stream);
+        gemv(w, x + half * w.cols, n - half, y + half * w.rows, stream);
+        return;
+    }
     switch (n) {
         case 1: return launch<1>(w, x, y, stream);
         case 2: return launch<2>(w, x, y, stream);
