@@ -150,10 +150,19 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) float_gemv(const T* __res
     }
 }
 
+// Float rows, with 16-byte loads when the rows are aligned whole numbers of them.
+template <int N, typename T>
+void launch_float(const T* p, const DeviceMatrix& w, const float* x, float* y, cudaStream_t stream) {
+    const dim3 grid(static_cast<unsigned>((w.rows + kWarpsPerBlock - 1) / kWarpsPerBlock)), block(kWarpsPerBlock * 32);
+    if (reinterpret_cast<uintptr_t>(p) % 16 == 0 && w.cols % (16 / sizeof(T)) == 0)
+        float_gemv<N, T, true><<<grid, block, 0, stream>>>(p, w.rows, w.cols, x, y);
+    else
+        float_gemv<N, T, false><<<grid, block, 0, stream>>>(p, w.rows, w.cols, x, y);
+}
+
 template <int N>
 void launch(const DeviceMatrix& w, const float* x, float* y, cudaStream_t stream) {
-    const dim3 grid(static_cast<unsigned>((w.rows + kWarpsPerBlock - 1) / kWarpsPerBlock)), block(kWarpsPerBlock * 32);
-    const bool aligned = (reinterpret_cast<uintptr_t>(w.data) % 16) == 0;
+    const dim3 block(kWarpsPerBlock * 32);
     switch (w.format) {
         case DeviceFormat::affine: {
             const int64_t padded = w.row_words * (32 / w.bits);
@@ -175,24 +184,9 @@ void launch(const DeviceMatrix& w, const float* x, float* y, cudaStream_t stream
             }
             break;
         }
-        case DeviceFormat::bf16: {
-            const auto* p = static_cast<const uint16_t*>(w.data);
-            if (aligned && w.cols % 8 == 0) float_gemv<N, uint16_t, true><<<grid, block, 0, stream>>>(p, w.rows, w.cols, x, y);
-            else float_gemv<N, uint16_t, false><<<grid, block, 0, stream>>>(p, w.rows, w.cols, x, y);
-            break;
-        }
-        case DeviceFormat::f16: {
-            const auto* p = static_cast<const __half*>(w.data);
-            if (aligned && w.cols % 8 == 0) float_gemv<N, __half, true><<<grid, block, 0, stream>>>(p, w.rows, w.cols, x, y);
-            else float_gemv<N, __half, false><<<grid, block, 0, stream>>>(p, w.rows, w.cols, x, y);
-            break;
-        }
-        case DeviceFormat::f32: {
-            const auto* p = static_cast<const float*>(w.data);
-            if (aligned && w.cols % 4 == 0) float_gemv<N, float, true><<<grid, block, 0, stream>>>(p, w.rows, w.cols, x, y);
-            else float_gemv<N, float, false><<<grid, block, 0, stream>>>(p, w.rows, w.cols, x, y);
-            break;
-        }
+        case DeviceFormat::bf16: launch_float<N>(static_cast<const uint16_t*>(w.data), w, x, y, stream); break;
+        case DeviceFormat::f16: launch_float<N>(static_cast<const __half*>(w.data), w, x, y, stream); break;
+        case DeviceFormat::f32: launch_float<N>(static_cast<const float*>(w.data), w, x, y, stream); break;
     }
     check_launch("gemv");
 }
