@@ -25,6 +25,10 @@ public:
     // Rotates the leading rotary_dim values of each of `heads` heads of `head_dim` in
     // x [n, heads * head_dim]; row t sits at position positions0 + t.
     void apply(float* x, int64_t n, int64_t heads, int64_t head_dim, int64_t position0) const;
+    // The table apply() uses (the GPU kernels take the same one).
+    RopeStyle style() const { return style_; }
+    int64_t rotary_dim() const { return rotary_dim_; }
+    const std::vector<float>& inv_freq() const { return inv_freq_; }
 
 private:
     RopeStyle style_;

@@ -1,6 +1,7 @@
-// The CUDA kernels (shaders/) against their CPU twins on random data, on shapes that are
-// whole multiples of every tile and on awkward ones (1 row, odd rows, columns that end
-// mid-group and mid-word). Outputs are poisoned (NaN) before each run. Needs a GPU: the
+// The CUDA kernels (shaders/: gemv, rms_norm, swiglu, rope, attention, route, moe_combine)
+// against their CPU twins on random data, on shapes that are whole multiples of every tile
+// and on awkward ones (1 row, odd rows, columns that end mid-group and mid-word, a hidden
+// size of 2049). Outputs are poisoned (NaN) before each run. Needs a GPU: the
 // tests carry the ctest label "gpu" and tools/run-tests.sh leaves them out.
 //
 // gemv bound: against a float64 reference of the decoded weights, every output is a float32
@@ -17,6 +18,8 @@
 
 #include "blocks.hpp"
 #include "cpu/matmul.hpp"
+#include "model_config.hpp"
+#include "thread_pool.hpp"
 #include "dtype.hpp"
 #include "error.hpp"
 #include "kernels.hpp"
@@ -211,6 +214,107 @@ TEST(CudaBlocks, RmsNormAndSwigluMatchTheCpu) {
         for (size_t i = 0; i < got_act.size(); ++i)
             ASSERT_NEAR(got_act[i], act[i], 4e-6 * (std::abs(act[i]) + 1e-6)) << "dim " << dim << " value " << i;
     }
+}
+
+// Largest |a - b| over the largest |b|.
+double relative_max_error(const std::vector<float>& a, const std::vector<float>& b) {
+    double err = 0, scale = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+        err = std::max(err, std::abs(static_cast<double>(a[i]) - b[i]));
+        scale = std::max(scale, std::abs(static_cast<double>(b[i])));
+    }
+    return err / scale;
+}
+
+TEST(CudaBlocks, RopeMatchesTheCpuTable) {
+    ASSERT_TRUE(have_gpu());
+    std::mt19937 rng(13);
+    for (auto style : {RopeStyle::half, RopeStyle::interleaved})
+        for (int64_t rotary : {32, 128}) {
+            ModelConfig c;
+            c.head_dim = 128;
+            c.rope.theta = 1e6;
+            c.rope.style = style;
+            c.rope.rotary_dim = rotary;
+            const engine::Rope cpu(c);
+            const int64_t n = 5, heads = 6, position0 = 4093;
+            auto x = random_floats(rng, static_cast<size_t>(n * heads * c.head_dim), 2.0f);
+            DeviceBuffer x_dev(x), freq(cpu.inv_freq());
+            rope(x_dev.as<float>(), n, heads, c.head_dim, rotary, style == RopeStyle::interleaved, freq.as<float>(), position0,
+                 nullptr);
+            cpu.apply(x.data(), n, heads, c.head_dim, position0);
+            EXPECT_LE(relative_max_error(x_dev.read<float>(), x), 2e-6) << "rotary " << rotary;
+        }
+}
+
+TEST(CudaBlocks, AttentionMatchesTheCpu) {
+    ASSERT_TRUE(have_gpu());
+    std::mt19937 rng(17);
+    engine::ThreadPool pool(2);
+    for (int64_t head_dim : {64, 128, 256})
+        for (int64_t window : {0, 7})
+            for (int64_t n : {1, 4}) {
+                const int64_t heads = 8, kv_heads = 2, position0 = 37, positions = position0 + n;
+                const auto q = random_floats(rng, static_cast<size_t>(n * heads * head_dim), 1.0f);
+                const auto k = random_floats(rng, static_cast<size_t>(positions * kv_heads * head_dim), 1.0f);
+                const auto v = random_floats(rng, static_cast<size_t>(positions * kv_heads * head_dim), 1.0f);
+                std::vector<float> want(q.size());
+                engine::attention(pool, q.data(), k.data(), v.data(), want.data(), n, position0, heads, kv_heads, head_dim,
+                                  window);
+                DeviceBuffer q_dev(q), k_dev(k), v_dev(v), out(q.size() * sizeof(float));
+                attention(q_dev.as<float>(), k_dev.as<float>(), v_dev.as<float>(), out.as<float>(), n, position0, heads,
+                          kv_heads, head_dim, window, nullptr);
+                EXPECT_LE(relative_max_error(out.read<float>(), want), 1e-5)
+                    << "head_dim " << head_dim << " window " << window << " n " << n;
+            }
+}
+
+TEST(CudaBlocks, RoutingMatchesTheCpu) {
+    ASSERT_TRUE(have_gpu());
+    std::mt19937 rng(19);
+    for (int64_t experts : {8, 128, 512})
+        for (int64_t k : {1, 4, 10})
+            for (auto function : {RoutingFunction::softmax_topk, RoutingFunction::topk_softmax})
+                for (bool normalize : {false, true}) {
+                    if (k > experts) continue;
+                    const int64_t n = 3;
+                    const auto logits = random_floats(rng, static_cast<size_t>(n * experts), 4.0f);
+                    RoutingConfig rc;
+                    rc.function = function;
+                    rc.normalize_topk = normalize;
+                    rc.scaling_factor = 2.5;
+                    std::vector<engine::Routed> want(static_cast<size_t>(n * k));
+                    for (int64_t t = 0; t < n; ++t) engine::route(rc, logits.data() + t * experts, experts, k, want.data() + t * k);
+                    DeviceBuffer l_dev(logits), e_dev(static_cast<size_t>(n * k) * 4), w_dev(static_cast<size_t>(n * k) * 4);
+                    route(l_dev.as<float>(), n, experts, k,
+                          function == RoutingFunction::softmax_topk ? RouteFunction::softmax_topk : RouteFunction::topk_softmax,
+                          normalize, 2.5f, e_dev.as<int32_t>(), w_dev.as<float>(), nullptr);
+                    const auto got_e = e_dev.read<int32_t>();
+                    const auto got_w = w_dev.read<float>();
+                    for (size_t i = 0; i < want.size(); ++i) {
+                        ASSERT_EQ(got_e[i], want[i].expert) << experts << " experts, top-" << k << ", slot " << i;
+                        ASSERT_NEAR(got_w[i], want[i].weight, 1e-5 * std::abs(want[i].weight) + 1e-7)
+                            << experts << " experts, top-" << k << ", slot " << i;
+                    }
+                }
+}
+
+TEST(CudaBlocks, MoeCombineAddsTheWeightedExpertOutputs) {
+    ASSERT_TRUE(have_gpu());
+    std::mt19937 rng(23);
+    const int64_t n = 3, k = 8, hidden = 2049;
+    auto x = random_floats(rng, static_cast<size_t>(n * hidden), 1.0f);
+    const auto y = random_floats(rng, static_cast<size_t>(n * k * hidden), 1.0f);
+    const auto w = random_floats(rng, static_cast<size_t>(n * k), 1.0f);
+    DeviceBuffer x_dev(x), y_dev(y), w_dev(w);
+    moe_combine(x_dev.as<float>(), y_dev.as<float>(), w_dev.as<float>(), n, k, hidden, nullptr);
+    for (int64_t t = 0; t < n; ++t)
+        for (int64_t c = 0; c < hidden; ++c) {
+            float sum = 0;
+            for (int64_t j = 0; j < k; ++j) sum += w[static_cast<size_t>(t * k + j)] * y[static_cast<size_t>((t * k + j) * hidden + c)];
+            x[static_cast<size_t>(t * hidden + c)] += sum;
+        }
+    EXPECT_LE(relative_max_error(x_dev.read<float>(), x), 1e-6);
 }
 
 }  // namespace
