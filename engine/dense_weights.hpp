@@ -25,6 +25,7 @@ public:
     // A 1-D f32 tensor of `size` values.
     const float* vector(const std::string& name, int64_t size) const { return values(name, {size}); }
     uint64_t bytes() const { return file_.bytes().size(); }
+    const std::byte* base() const { return file_.bytes().data(); }   // the mapped file (views point into it)
 
 private:
     const PackTensor& find(const std::string& name) const;

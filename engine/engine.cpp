@@ -62,7 +62,14 @@ Engine::Impl::Impl(const std::string& directory, const EngineOptions& o) : optio
     const bool any_recurrent = std::find(recurrent.begin(), recurrent.end(), true) != recurrent.end();
     kv = std::make_unique<KvCache>(config.num_layers, o.context, config.num_kv_heads * config.head_dim, recurrent,
                                    any_recurrent ? gated_deltanet_state_floats(config) : 0);
-    model = make_model(ModelContext{config, *weights, experts.get(), *pool, *kv, phases});
+    const ModelContext context{config, *weights, experts.get(), *pool, *kv, phases};
+    if (o.backend == Backend::cuda) {
+        const ModelFactory cuda = cuda_model_factory();
+        if (!cuda) fail("this build has no CUDA backend (built without nvcc, or with MOEPACK_CUDA=OFF)");
+        model = cuda(context);
+    } else {
+        model = make_model(context);
+    }
     last_logits.resize(static_cast<size_t>(config.vocab_size));
 }
 

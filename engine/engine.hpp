@@ -35,6 +35,7 @@ struct EngineOptions {
     bool verify_experts = false;       // XXH3 of each expert on first load
     int io_threads = 16;               // parallel expert reads
     bool overlap_reads = true;         // with direct_io: compute resident experts while missing ones are read
+    Backend backend = Backend::cpu;    // cuda: needs the CUDA backend registered and a GPU
 };
 
 struct EngineStats {

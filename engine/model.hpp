@@ -44,7 +44,20 @@ public:
     // Runs tokens at positions [position, position + tokens.size()). logits receives
     // [tokens.size(), vocab] when all_logits, else the last token's [vocab].
     virtual void forward(std::span<const int32_t> tokens, int64_t position, bool all_logits, float* logits) = 0;
+    // A graph that keeps its context elsewhere (GPU memory) copies positions [0, positions)
+    // of it to the KV cache before a state is saved, and back after one is loaded.
+    virtual void context_to_host(int64_t positions) { (void)positions; }
+    virtual void context_from_host(int64_t positions) { (void)positions; }
 };
+
+// Which processor runs the graph.
+enum class Backend { cpu, cuda };
+
+// The CUDA backend's graph maker, registered by the program when it links the backend
+// (moepack_cuda's register_cuda_backend()); null otherwise.
+using ModelFactory = std::unique_ptr<Model> (*)(const ModelContext& context);
+void set_cuda_model_factory(ModelFactory factory);
+ModelFactory cuda_model_factory();
 
 // The graph for c.family; throws moepack::Error for a family or a feature this engine does
 // not run yet, or for missing or misshapen weights (naming the tensor).

@@ -61,6 +61,7 @@ void Engine::Impl::save(const std::string& path) const {
     put(header.data() + 32, h.vocab);
     put(header.data() + 36, h.has_logits);
     put(header.data() + 40, h.positions);
+    model->context_to_host(position());
     AtomicFile out(path);
     StreamHash hash;
     auto write = [&](const void* data, size_t bytes) {
@@ -152,6 +153,7 @@ void Engine::Impl::load(const std::string& path) {
     if (stored != hash.digest()) fail(path, ": checksum mismatch (the state file is damaged)");
     for (size_t i = 0; i < tokens.size(); ++i)
         if (tokens[i] < 0 || tokens[i] >= config.vocab_size) fail(path, ": token ", i, " id ", tokens[i], " out of range");
+    model->context_from_host(static_cast<int64_t>(tokens.size()));
     context_tokens = std::move(tokens);
     if (h.has_logits) {
         last_logits = std::move(logits);

@@ -214,6 +214,16 @@ TEST(EngineInput, OutOfRangeTokensAndContextOverflowAreRefused) {
     EXPECT_NO_THROW(e->eval_prompt(std::vector<int32_t>(12, 3)));
 }
 
+TEST(EngineInput, TheCudaBackendIsRefusedWhereItIsNotBuiltIn) {
+    // this test program does not register the CUDA backend, as a build without nvcc
+    test::ScratchDir dir("engine_no_cuda");
+    auto o = options();
+    o.backend = engine::Backend::cuda;
+    const auto pack = test::convert_fixture("olmoe", dir.path() / "p", 4);
+    const std::string err = test::error_of([&] { Engine::open(pack, o); });
+    EXPECT_NE(err.find("this build has no CUDA backend"), std::string::npos) << err;
+}
+
 TEST(EngineInput, DamagedMissingAndFuturePacksAreRefused) {
     test::ScratchDir dir("engine_pack_bad");
     const auto pack = test::convert_fixture("olmoe", dir.path() / "p", 4);

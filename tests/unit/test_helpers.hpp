@@ -1,6 +1,9 @@
 // Shared helpers of the unit tests: fixture paths, scratch directories, error capture.
 #pragma once
 
+#include <cmath>
+#include <vector>
+
 #include <unistd.h>
 
 #include <filesystem>
@@ -39,6 +42,16 @@ inline std::string error_of(const std::function<void()>& fn) {
         return e.what();
     }
     return "(no error)";
+}
+
+// ||got - want|| / ||want|| (relative L2 error), in double.
+inline double relative_l2(const std::vector<float>& got, const std::vector<float>& want) {
+    double e = 0, r = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+        e += (static_cast<double>(got[i]) - want[i]) * (static_cast<double>(got[i]) - want[i]);
+        r += static_cast<double>(want[i]) * want[i];
+    }
+    return std::sqrt(e / r);
 }
 
 }  // namespace moepack::test

@@ -55,15 +55,6 @@ std::vector<float> source_tensor(const Checkpoint& ck, const std::string& name) 
     return v;
 }
 
-double relative_rms(const std::vector<float>& got, const std::vector<float>& want) {
-    double e = 0, r = 0;
-    for (size_t i = 0; i < want.size(); ++i) {
-        e += (static_cast<double>(got[i]) - want[i]) * (static_cast<double>(got[i]) - want[i]);
-        r += static_cast<double>(want[i]) * want[i];
-    }
-    return std::sqrt(e / r);
-}
-
 const char* const kFixtures[] = {"qwen3_moe", "qwen3_moe_fused", "qwen3_moe_mlx4", "mixtral", "mixtral_sharded",
                                  "olmoe", "qwen3_next", "qwen3_5_moe", "qwen3_5_moe_text", "deepseek_v3",
                                  "deepseek_v3_fp8", "gpt_oss", "gpt_oss_mxfp4"};
@@ -252,8 +243,8 @@ TEST(PackBuild, TwoBitFromSourceBeatsTwoBitFromFourBitPack) {
     double direct = 0, via4 = 0;
     for (int64_t e = 0; e < 8; ++e) {
         const auto want = source_tensor(ck, concat("model.layers.0.mlp.experts.", e, ".down_proj.weight"));
-        direct += relative_rms(read_expert(*p2, 0, e).down, want);
-        via4 += relative_rms(read_expert(*p24, 0, e).down, want);
+        direct += test::relative_l2(read_expert(*p2, 0, e).down, want);
+        via4 += test::relative_l2(read_expert(*p24, 0, e).down, want);
     }
     // errors add roughly in quadrature, so the gain is modest (about 2 % here) but systematic
     EXPECT_LT(direct, via4 * 0.99) << direct / 8 << " vs " << via4 / 8;

@@ -20,12 +20,17 @@ void add_run_options(CLI::App* cmd, RunOptions& o) {
     cmd->add_option("--io-threads", o.engine.io_threads, "parallel expert reads with --direct-io")->capture_default_str();
     cmd->add_flag("!--no-read-overlap", o.engine.overlap_reads,
                   "with --direct-io: wait for a layer's expert reads before computing any of its experts (for measurements)");
+    cmd->add_option("--backend", o.backend,
+                    "cpu, or cuda (every weight in GPU memory, tokens one at a time; qwen3_moe, mixtral, olmoe)")
+        ->capture_default_str();
 }
 
 std::unique_ptr<engine::Engine> open_engine(RunOptions& o) {
     o.engine.cache_policy = engine::parse_cache_policy(o.cache_policy);
     if (o.expert_cache_gb >= 0) o.engine.expert_cache_bytes = static_cast<int64_t>(o.expert_cache_gb * 1e9);
     if (o.engine.io_threads < 1) fail("--io-threads must be at least 1, got ", o.engine.io_threads);
+    if (o.backend != "cpu" && o.backend != "cuda") fail("--backend: expected cpu or cuda, got '", o.backend, "'");
+    o.engine.backend = o.backend == "cuda" ? engine::Backend::cuda : engine::Backend::cpu;
     return engine::Engine::open(o.model, o.engine);
 }
 

@@ -17,10 +17,11 @@ struct RunOptions {
     engine::EngineOptions engine;
     double expert_cache_gb = -1;
     std::string cache_policy = "lru2";
+    std::string backend = "cpu";
 };
 
 // Registers --model, --threads, --ctx, --batch, --expert-cache-gb, --cache-policy,
-// --direct-io, --verify-experts and --io-threads on `cmd`.
+// --direct-io, --verify-experts, --io-threads and --backend on `cmd`.
 void add_run_options(CLI::App* cmd, RunOptions& options);
 // Opens the engine the options describe.
 std::unique_ptr<engine::Engine> open_engine(RunOptions& options);

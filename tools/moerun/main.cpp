@@ -1,8 +1,14 @@
 // `moerun`: runs packs.
 #include "cli_main.hpp"
 #include "commands.hpp"
+#ifdef MOEPACK_WITH_CUDA
+#include "cuda/gpu_decoder.hpp"
+#endif
 
 int main(int argc, char** argv) {
+#ifdef MOEPACK_WITH_CUDA
+    moepack::cuda::register_cuda_backend();
+#endif
     CLI::App app{"moerun: run Mixture-of-Experts packs"};
     app.require_subcommand(1);
     app.set_version_flag("--version", "moerun 0.1.0");
