@@ -12,12 +12,13 @@ namespace {
 
 constexpr int kWarps = 4;
 
-template <int PerLane>   // head_dim / 32
+constexpr int kMaxHeadDim = 256;
+
+template <int PerLane>   // ceil(head_dim / 32): lane l holds elements l, l + 32, ... below D
 __global__ void __launch_bounds__(kWarps * 32)
     attention_rows(const float* __restrict__ q, const float* __restrict__ k_cache, const float* __restrict__ v_cache,
-                   float* __restrict__ out, int64_t position0, int64_t heads, int64_t kv_heads, int64_t window,
+                   float* __restrict__ out, int64_t position0, int64_t heads, int64_t kv_heads, int D, int64_t window,
                    float scale) {
-    constexpr int D = PerLane * 32;
     const int64_t t = blockIdx.x / heads, h = blockIdx.x % heads;
     const int64_t kvh = h / (heads / kv_heads), kv_dim = kv_heads * D;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -26,23 +27,25 @@ __global__ void __launch_bounds__(kWarps * 32)
     float qv[PerLane], acc[PerLane] = {};
     const float* qh = q + (t * heads + h) * D;
 #pragma unroll
-    for (int i = 0; i < PerLane; ++i) qv[i] = qh[lane + 32 * i];
+    for (int i = 0; i < PerLane; ++i) qv[i] = lane + 32 * i < D ? qh[lane + 32 * i] : 0.0f;
     float m = -INFINITY, l = 0.0f;
     for (int64_t p = first + warp; p <= last; p += kWarps) {
         const float* kp = k_cache + p * kv_dim + kvh * D;
         float s = 0.0f;
 #pragma unroll
-        for (int i = 0; i < PerLane; ++i) s = fmaf(qv[i], kp[lane + 32 * i], s);
+        for (int i = 0; i < PerLane; ++i)
+            if (lane + 32 * i < D) s = fmaf(qv[i], kp[lane + 32 * i], s);
         for (int offset = 16; offset > 0; offset >>= 1) s += __shfl_xor_sync(0xffffffffu, s, offset);
         s *= scale;
         const float m_new = fmaxf(m, s), correction = expf(m - m_new), e = expf(s - m_new);
         const float* vp = v_cache + p * kv_dim + kvh * D;
 #pragma unroll
-        for (int i = 0; i < PerLane; ++i) acc[i] = fmaf(acc[i], correction, e * vp[lane + 32 * i]);
+        for (int i = 0; i < PerLane; ++i)
+            acc[i] = fmaf(acc[i], correction, lane + 32 * i < D ? e * vp[lane + 32 * i] : 0.0f);
         l = l * correction + e;
         m = m_new;
     }
-    __shared__ float ms[kWarps], ls[kWarps], accs[kWarps][D];
+    __shared__ float ms[kWarps], ls[kWarps], accs[kWarps][PerLane * 32];
     if (lane == 0) {
         ms[warp] = m;
         ls[warp] = l;
@@ -63,7 +66,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
     float* oh = out + (t * heads + h) * D;
 #pragma unroll
-    for (int i = 0; i < PerLane; ++i) oh[lane + 32 * i] = o[i] / l_all;
+    for (int i = 0; i < PerLane; ++i)
+        if (lane + 32 * i < D) oh[lane + 32 * i] = o[i] / l_all;
 }
 
 }  // namespace
@@ -74,12 +78,20 @@ void attention(const float* q, const float* k_cache, const float* v_cache, float
     if (kv_heads <= 0 || heads % kv_heads != 0) fail("attention: ", heads, " heads do not share ", kv_heads, " kv heads evenly");
     const float scale = 1.0f / sqrtf(static_cast<float>(head_dim));
     const auto blocks = static_cast<unsigned>(n * heads);
-    switch (head_dim) {
-        case 32: attention_rows<1><<<blocks, kWarps * 32, 0, stream>>>(q, k_cache, v_cache, out, position0, heads, kv_heads, window, scale); break;
-        case 64: attention_rows<2><<<blocks, kWarps * 32, 0, stream>>>(q, k_cache, v_cache, out, position0, heads, kv_heads, window, scale); break;
-        case 128: attention_rows<4><<<blocks, kWarps * 32, 0, stream>>>(q, k_cache, v_cache, out, position0, heads, kv_heads, window, scale); break;
-        case 256: attention_rows<8><<<blocks, kWarps * 32, 0, stream>>>(q, k_cache, v_cache, out, position0, heads, kv_heads, window, scale); break;
-        default: fail("attention: head_dim ", head_dim, " (the kernel takes 32, 64, 128 or 256)");
+    if (head_dim < 1 || head_dim > kMaxHeadDim) fail("attention: head_dim ", head_dim, " (the kernel takes 1 to ", kMaxHeadDim, ")");
+    const int D = static_cast<int>(head_dim);
+    auto run = [&](auto kernel) {
+        kernel<<<blocks, kWarps * 32, 0, stream>>>(q, k_cache, v_cache, out, position0, heads, kv_heads, D, window, scale);
+    };
+    switch ((D + 31) / 32) {
+        case 1: run(attention_rows<1>); break;
+        case 2: run(attention_rows<2>); break;
+        case 3: run(attention_rows<3>); break;
+        case 4: run(attention_rows<4>); break;
+        case 5: run(attention_rows<5>); break;
+        case 6: run(attention_rows<6>); break;
+        case 7: run(attention_rows<7>); break;
+        default: run(attention_rows<8>); break;
     }
     check_launch("attention");
 }

@@ -34,7 +34,7 @@ void rope(float* x, int64_t n, int64_t heads, int64_t head_dim, int64_t rotary_d
 
 // Causal grouped-query attention of n query rows q [n, heads * head_dim] at positions
 // position0.. over k/v caches [positions, kv_heads * head_dim] into out [n, heads * head_dim];
-// window > 0: the last `window` positions only. head_dim 32, 64, 128 or 256. CPU
+// window > 0: the last `window` positions only. head_dim 1 to 256. CPU
 // reference: attention (blocks.hpp).
 void attention(const float* q, const float* k_cache, const float* v_cache, float* out, int64_t n, int64_t position0,
                int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t window, cudaStream_t stream);

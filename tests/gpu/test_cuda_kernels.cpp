@@ -251,7 +251,7 @@ TEST(CudaBlocks, AttentionMatchesTheCpu) {
     ASSERT_TRUE(have_gpu());
     std::mt19937 rng(17);
     engine::ThreadPool pool(2);
-    for (int64_t head_dim : {64, 128, 256})
+    for (int64_t head_dim : {16, 20, 24, 64, 128, 256})
         for (int64_t window : {0, 7})
             for (int64_t n : {1, 4}) {
                 const int64_t heads = 8, kv_heads = 2, position0 = 37, positions = position0 + n;
