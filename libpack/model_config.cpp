@@ -412,6 +412,9 @@ ModelConfig read_model_config(const json& config, const std::string& label) {
                                                  : std::nullopt;
     c.eos_token_ids = keys.integer_list("eos_token_id");
     c.quant = read_quantization(keys);
+    // MLX's conversion of Qwen3-Next / Qwen3.5 stores the (1 + w) norms with the 1 added
+    // (its RMSNorm multiplies by w), so they are plain norms in such a checkpoint.
+    if (c.quant.kind == SourceQuant::mlx_affine && c.norm == NormFlavour::one_plus) c.norm = NormFlavour::plain;
     return c;
 }
 

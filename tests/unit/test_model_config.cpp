@@ -73,6 +73,10 @@ TEST(ModelConfig, NestedTextConfigAndLinearAttentionFallback) {
     EXPECT_EQ(c.family, Family::qwen3_5_moe);
     EXPECT_EQ(c.norm, NormFlavour::one_plus);
     EXPECT_EQ(c.attention, AttentionType::gated_gqa);
+    // an MLX conversion stores the norms with the 1 added already
+    json mlx = outer;
+    mlx["quantization"] = {{"bits", 4}, {"group_size", 64}};
+    EXPECT_EQ(read_model_config(mlx, "config.json").norm, NormFlavour::plain);
     EXPECT_EQ(c.rope.rotary_dim, 4);
     EXPECT_EQ(c.rope.theta, 1e7);
     EXPECT_TRUE(c.shared_expert_gated);
