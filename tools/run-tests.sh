@@ -18,7 +18,7 @@ if [ "$fuzz_seconds" -gt 0 ]; then
   cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
     -DMOEPACK_FUZZ=ON -DMOEPACK_BUILD_TESTS=OFF -DMOEPACK_WERROR=ON
   cmake --build build-fuzz -j "$jobs" --target fuzz_safetensors_header fuzz_model_config fuzz_pack_manifest \
-    fuzz_tokenizer_file
+    fuzz_tokenizer_file fuzz_state_file
   corpus=build-fuzz/corpus
   rm -rf "$corpus" && mkdir -p "$corpus/safetensors" "$corpus/config" "$corpus/manifest" "$corpus/tokenizer"
   for model in tests/fixtures/models/*/; do
@@ -38,12 +38,22 @@ if [ "$fuzz_seconds" -gt 0 ]; then
     build-test/tools/moepack export-tokenizer "$tok" -o "$corpus/tokenizer/$name.bin" >/dev/null
     tail -c +33 "$corpus/tokenizer/$name.bin" > "$corpus/tokenizer/$name.payload"
   done
+  # state files: a pack of the qwen3_next fixture (keys and values, and recurrent states)
+  # and a state it saved
+  mkdir -p "$corpus/state"
+  build-test/tools/moepack convert tests/fixtures/models/qwen3_next -o build-fuzz/pack-qwen3_next --bits 4 --force \
+    >/dev/null 2>&1
+  build-test/tools/moerun generate -m build-fuzz/pack-qwen3_next -t 1 --ctx 64 --tokens 1,2,3,4 -n 3 --temp 0 \
+    --save-state "$corpus/state/seed.state" >/dev/null 2>&1
+  export MOEPACK_FUZZ_PACK="$PWD/build-fuzz/pack-qwen3_next"
   for target in safetensors_header:safetensors model_config:config pack_manifest:manifest \
-      tokenizer_file:tokenizer; do
+      tokenizer_file:tokenizer state_file:state; do
     fuzzer=${target%%:*}; seeds=${target##*:}
     echo "fuzzing $fuzzer for ${fuzz_seconds}s"
     log="build-fuzz/fuzz_$fuzzer.log"
-    if ! (cd build-fuzz && "./tests/fuzz/fuzz_$fuzzer" -max_total_time="$fuzz_seconds" -max_len=16384 \
+    max_len=16384
+    [ "$fuzzer" = state_file ] && max_len=65536   # the seed state is ~30 KB
+    if ! (cd build-fuzz && "./tests/fuzz/fuzz_$fuzzer" -max_total_time="$fuzz_seconds" -max_len="$max_len" \
           "corpus/$seeds" >"fuzz_$fuzzer.log" 2>&1); then
       tail -n 40 "$log"
       echo "fuzz_$fuzzer found a failure (reproducer in build-fuzz/crash-*)"
