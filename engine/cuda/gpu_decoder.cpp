@@ -62,6 +62,19 @@ private:
     size_t bytes_ = 0;
 };
 
+// A CUDA stream owned by one object.
+class Stream {
+public:
+    Stream() { check_cuda(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking), "cudaStreamCreate"); }
+    ~Stream() { cudaStreamDestroy(s_); }
+    Stream(const Stream&) = delete;
+    Stream& operator=(const Stream&) = delete;
+    operator cudaStream_t() const { return s_; }
+
+private:
+    cudaStream_t s_ = nullptr;
+};
+
 std::string layer_name(int64_t layer, const char* rest) { return concat("layers.", layer, ".", rest); }
 
 struct Layer {
@@ -75,7 +88,6 @@ struct Layer {
 class GpuDecoder final : public engine::Model {
 public:
     explicit GpuDecoder(const engine::ModelContext& ctx);
-    ~GpuDecoder() override { cudaStreamDestroy(stream_); }
     void forward(std::span<const int32_t> tokens, int64_t position, bool all_logits, float* logits) override;
     void context_to_host(int64_t positions) override;
     void context_from_host(int64_t positions) override;
@@ -93,6 +105,7 @@ private:
     engine::ModelContext ctx_;
     const ModelConfig& c_;
     int64_t q_dim_, kv_dim_;
+    std::unique_ptr<Stream> stream_owner_;   // made once a device is known to exist
     cudaStream_t stream_ = nullptr;
     DeviceMemory weights_, experts_, kv_, scratch_, inv_freq_;
     const std::byte* host_base_;   // the mapped weights.bin, for embedding rows
@@ -117,7 +130,8 @@ GpuDecoder::GpuDecoder(const engine::ModelContext& ctx)
         if (d.attention == AttentionKind::linear) fail("the CUDA backend has no linear-attention layers yet");
     int devices = 0;
     if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) fail("CUDA backend: no CUDA device is available");
-    check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    stream_owner_ = std::make_unique<Stream>();
+    stream_ = *stream_owner_;
     const int64_t H = c_.hidden_size, E = c_.num_experts, K = c_.experts_per_token;
 
     // weights.bin, whole: each tensor keeps its offset
