@@ -12,6 +12,7 @@
 #include "checkpoint.hpp"
 #include "dtype.hpp"
 #include "pack_builder.hpp"
+#include "pack_plan.hpp"
 #include "pack_reader.hpp"
 #include "pack_verify.hpp"
 #include "safetensors_writer.hpp"
@@ -58,6 +59,33 @@ std::vector<float> source_tensor(const Checkpoint& ck, const std::string& name) 
 const char* const kFixtures[] = {"qwen3_moe", "qwen3_moe_fused", "qwen3_moe_mlx4", "mixtral", "mixtral_sharded",
                                  "olmoe", "qwen3_next", "qwen3_5_moe", "qwen3_5_moe_text", "deepseek_v3",
                                  "deepseek_v3_fp8", "gpt_oss", "gpt_oss_mxfp4"};
+
+TEST(PackBuild, RowRunsReadTheirSourceRowsInOrder) {
+    // A plan made of runs of another tensor's rows (as when Qwen3-Next's grouped projections
+    // are split) reads exactly those rows, from any starting row (the writer reads in chunks).
+    test::ScratchDir dir("row_runs");
+    std::vector<float> values(10 * 3);
+    for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(i / 3);   // row index
+    const std::string path = (dir.path() / "t.safetensors").string();
+    write_safetensors(path, {{"w", DType::F32, {10, 3}, std::as_bytes(std::span(values))}});
+    const SafetensorsFile file(path);
+    DenseTensorPlan d;
+    d.source.file = &file;
+    d.source.weight = file.find("w");
+    d.source.rows = 10;
+    d.source.cols = 3;
+    d.row_runs = {{7, 2}, {0, 3}, {5, 1}};
+    ASSERT_EQ(d.rows(), 6u);
+    const std::vector<float> order = {7, 8, 0, 1, 2, 5};
+    for (uint64_t begin = 0; begin < 6; ++begin)
+        for (uint64_t count = 1; begin + count <= 6; ++count) {
+            std::vector<float> got(count * 3);
+            d.read_rows(begin, count, got.data());
+            for (uint64_t r = 0; r < count; ++r)
+                for (uint64_t c = 0; c < 3; ++c)
+                    ASSERT_EQ(got[r * 3 + c], order[begin + r]) << "rows " << begin << " + " << count;
+        }
+}
 
 TEST(PackBuild, EveryFixtureConvertsAndVerifiesAtEveryBitWidth) {
     test::ScratchDir dir("every_fixture");
