@@ -24,6 +24,19 @@ __device__ inline float warp_sum(float v) {
     return v;
 }
 
+// Several matrices laid out alike in one launch (blockIdx.y = slot j): slot j reads the
+// matrix moved by ids[j] * stride bytes (no ids: not moved), its inputs at x + j * x_slot
+// and writes its outputs at y + j * y_slot.
+struct Slots {
+    const int32_t* ids = nullptr;
+    int64_t stride = 0, x_slot = 0, y_slot = 0;
+};
+
+template <typename T>
+__device__ inline const T* moved(const T* p, const Slots& s) {
+    return s.ids ? reinterpret_cast<const T*>(reinterpret_cast<const char*>(p) + int64_t{s.ids[blockIdx.y]} * s.stride) : p;
+}
+
 // Shared memory a block may use (Hopper allows up to 227 KB per block on request).
 constexpr int64_t kMaxSharedBytes = 200 * 1024;
 
@@ -36,8 +49,13 @@ template <int N, int Bits>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     affine_gemv(const uint32_t* __restrict__ codes, const uint16_t* __restrict__ scales,
                 const uint16_t* __restrict__ biases, int64_t rows, int64_t cols, int64_t row_words, int64_t groups,
-                int group_size, const float* __restrict__ x, float* __restrict__ y) {
+                int group_size, const float* __restrict__ x, float* __restrict__ y, Slots slots) {
     constexpr int kCodes = 32 / Bits;
+    codes = moved(codes, slots);
+    scales = moved(scales, slots);
+    biases = moved(biases, slots);
+    x += blockIdx.y * slots.x_slot;
+    y += blockIdx.y * slots.y_slot;
     constexpr uint32_t kMask = (1u << Bits) - 1u;
     extern __shared__ float4 shared[];
     const int64_t padded = row_words * kCodes;
@@ -119,9 +137,13 @@ __device__ inline float to_float<__half>(__half v) { return __half2float(v); }
 // Float rows (f32, bf16 as uint16_t, f16): 16-byte loads when a row is a whole number of them.
 template <int N, typename T, bool Wide>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32) float_gemv(const T* __restrict__ w, int64_t rows, int64_t cols,
-                                                                   const float* __restrict__ x, float* __restrict__ y) {
+                                                                   const float* __restrict__ x, float* __restrict__ y,
+                                                                   Slots slots) {
     const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
     if (r >= rows) return;
+    w = moved(w, slots);
+    x += blockIdx.y * slots.x_slot;
+    y += blockIdx.y * slots.y_slot;
     const int lane = threadIdx.x % 32;
     const T* row = w + r * cols;
     float acc[N] = {};
@@ -152,16 +174,18 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) float_gemv(const T* __res
 
 // Float rows, with 16-byte loads when the rows are aligned whole numbers of them.
 template <int N, typename T>
-void launch_float(const T* p, const DeviceMatrix& w, const float* x, float* y, cudaStream_t stream) {
-    const dim3 grid(static_cast<unsigned>((w.rows + kWarpsPerBlock - 1) / kWarpsPerBlock)), block(kWarpsPerBlock * 32);
-    if (reinterpret_cast<uintptr_t>(p) % 16 == 0 && w.cols % (16 / sizeof(T)) == 0)
-        float_gemv<N, T, true><<<grid, block, 0, stream>>>(p, w.rows, w.cols, x, y);
+void launch_float(const T* p, const DeviceMatrix& w, const float* x, float* y, int64_t count, const Slots& slots,
+                  cudaStream_t stream) {
+    const dim3 grid(static_cast<unsigned>((w.rows + kWarpsPerBlock - 1) / kWarpsPerBlock), static_cast<unsigned>(count));
+    const dim3 block(kWarpsPerBlock * 32);
+    if (reinterpret_cast<uintptr_t>(p) % 16 == 0 && slots.stride % 16 == 0 && w.cols % (16 / sizeof(T)) == 0)
+        float_gemv<N, T, true><<<grid, block, 0, stream>>>(p, w.rows, w.cols, x, y, slots);
     else
-        float_gemv<N, T, false><<<grid, block, 0, stream>>>(p, w.rows, w.cols, x, y);
+        float_gemv<N, T, false><<<grid, block, 0, stream>>>(p, w.rows, w.cols, x, y, slots);
 }
 
 template <int N>
-void launch(const DeviceMatrix& w, const float* x, float* y, cudaStream_t stream) {
+void launch(const DeviceMatrix& w, const float* x, float* y, int64_t count, const Slots& slots, cudaStream_t stream) {
     const dim3 block(kWarpsPerBlock * 32);
     switch (w.format) {
         case DeviceFormat::affine: {
@@ -173,8 +197,9 @@ void launch(const DeviceMatrix& w, const float* x, float* y, cudaStream_t stream
                 if (shared > 48 * 1024)
                     check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)),
                                "gemv shared memory");
-                kernel<<<row_blocks(w.rows), block, shared, stream>>>(codes, w.scales, w.biases, w.rows, w.cols, w.row_words,
-                                                                      w.groups, w.group_size, x, y);
+                const dim3 grid(row_blocks(w.rows), static_cast<unsigned>(count));
+                kernel<<<grid, block, shared, stream>>>(codes, w.scales, w.biases, w.rows, w.cols, w.row_words, w.groups,
+                                                        w.group_size, x, y, slots);
             };
             switch (w.bits) {
                 case 2: run(affine_gemv<N, 2>); break;
@@ -184,35 +209,47 @@ void launch(const DeviceMatrix& w, const float* x, float* y, cudaStream_t stream
             }
             break;
         }
-        case DeviceFormat::bf16: launch_float<N>(static_cast<const uint16_t*>(w.data), w, x, y, stream); break;
-        case DeviceFormat::f16: launch_float<N>(static_cast<const __half*>(w.data), w, x, y, stream); break;
-        case DeviceFormat::f32: launch_float<N>(static_cast<const float*>(w.data), w, x, y, stream); break;
+        case DeviceFormat::bf16: launch_float<N>(static_cast<const uint16_t*>(w.data), w, x, y, count, slots, stream); break;
+        case DeviceFormat::f16: launch_float<N>(static_cast<const __half*>(w.data), w, x, y, count, slots, stream); break;
+        case DeviceFormat::f32: launch_float<N>(static_cast<const float*>(w.data), w, x, y, count, slots, stream); break;
     }
     check_launch("gemv");
+}
+
+// n inputs per slot; inputs staged in halves when they exceed shared memory.
+void gemv_launch(const DeviceMatrix& w, const float* x, int64_t n, float* y, int64_t count, const Slots& slots,
+                 cudaStream_t stream) {
+    if (n < 1 || n > kMaxGemvInputs) fail("gemv: ", n, " inputs, expected 1 to ", kMaxGemvInputs);
+    if (w.format == DeviceFormat::affine && n > 1 && n * (w.row_words * (32 / w.bits) + w.groups) * 4 > kMaxSharedBytes) {
+        const int64_t half = n / 2;
+        gemv_launch(w, x, half, y, count, slots, stream);
+        gemv_launch(w, x + half * w.cols, n - half, y + half * w.rows, count, slots, stream);
+        return;
+    }
+    switch (n) {
+        case 1: return launch<1>(w, x, y, count, slots, stream);
+        case 2: return launch<2>(w, x, y, count, slots, stream);
+        case 3: return launch<3>(w, x, y, count, slots, stream);
+        case 4: return launch<4>(w, x, y, count, slots, stream);
+        case 5: return launch<5>(w, x, y, count, slots, stream);
+        case 6: return launch<6>(w, x, y, count, slots, stream);
+        case 7: return launch<7>(w, x, y, count, slots, stream);
+        default: return launch<8>(w, x, y, count, slots, stream);
+    }
 }
 
 }  // namespace
 
 void gemv(const DeviceMatrix& w, const float* x, int64_t n, float* y, cudaStream_t stream) {
     if (w.rows <= 0 || w.cols <= 0) return;
-    if (n < 1 || n > kMaxGemvInputs) fail("gemv: ", n, " inputs, expected 1 to ", kMaxGemvInputs);
-    if (w.format == DeviceFormat::affine && n > 1 && n * (w.row_words * (32 / w.bits) + w.groups) * 4 > kMaxSharedBytes) {
-        const int64_t half = n / 2;   // inputs staged in halves
-        gemv(w, x, half, y, stream);
-        gemv(w, x + half * w.cols, n - half, y + half * w.rows, stream);
-        return;
-    }
-    switch (n) {
-        case 1: return launch<1>(w, x, y, stream);
-        case 2: return launch<2>(w, x, y, stream);
-        case 3: return launch<3>(w, x, y, stream);
-        case 4: return launch<4>(w, x, y, stream);
-        case 5: return launch<5>(w, x, y, stream);
-        case 6: return launch<6>(w, x, y, stream);
-        case 7: return launch<7>(w, x, y, stream);
-        case 8: return launch<8>(w, x, y, stream);
-        default: fail("gemv: ", n, " inputs, expected 1 to ", kMaxGemvInputs);
-    }
+    gemv_launch(w, x, n, y, 1, Slots{}, stream);
+}
+
+void gemv_experts(const DeviceMatrix& w, int64_t stride, const int32_t* ids, int64_t count, const float* x,
+                  int64_t x_slot, int64_t n, float* y, cudaStream_t stream) {
+    if (w.rows <= 0 || w.cols <= 0 || count <= 0) return;
+    if (count > 65535) fail("gemv_experts: ", count, " experts in one launch");
+    gemv_launch(w, x, n, y, count, Slots{ids, stride, x_slot, n * w.rows}, stream);
 }
 
 }  // namespace moepack::cuda

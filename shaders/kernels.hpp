@@ -19,6 +19,13 @@ inline constexpr int64_t kMaxGemvInputs = 8;
 // bf16, f16, f32), float32 accumulation; n in [1, kMaxGemvInputs]. CPU reference: matmul.
 void gemv(const DeviceMatrix& w, const float* x, int64_t n, float* y, cudaStream_t stream);
 
+// The same product for `count` experts in one launch, with no trip to the host: expert slot
+// j uses the matrix of `w` moved by ids[j] * stride bytes (ids in device memory: the routed
+// experts' indices into a table of blocks `stride` apart, w being that record of block 0),
+// inputs x + j * x_slot (x_slot 0: one input for every slot) and outputs y + j * n * w.rows.
+void gemv_experts(const DeviceMatrix& w, int64_t stride, const int32_t* ids, int64_t count, const float* x,
+                  int64_t x_slot, int64_t n, float* y, cudaStream_t stream);
+
 // out[t, :] = x[t, :] / rms(x[t, :]) * weight for n rows of dim values. CPU reference:
 // rms_norm_to (blocks.hpp).
 void rms_norm(const float* x, float* out, int64_t n, int64_t dim, const float* weight, float eps, cudaStream_t stream);

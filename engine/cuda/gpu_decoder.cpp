@@ -3,9 +3,9 @@
 // open), the KV cache in GPU memory, tokens run one at a time through the decode kernels of
 // shaders/ (a prompt too). Per token: embedding row (decoded on the host, 4 x H bytes up),
 // per layer RMSNorm, q/k/v products, q/k norms, RoPE, the KV write, attention, the output
-// product and residual, RMSNorm, then a dense SwiGLU MLP or the router, top-k on the GPU,
-// the chosen experts' ids down to the host (4 x K bytes), their three products each and
-// the weighted sum; the head's logits come down at the end. The CPU graph
+// product and residual, RMSNorm, then a dense SwiGLU MLP or the router, top-k on the GPU and
+// the chosen experts' products (one launch per matrix kind, the expert ids read on the GPU)
+// and weighted sum; the head's logits come down at the end. The CPU graph
 // (models/decoder.cpp) is the reference; linear attention, gated attention and shared
 // experts are refused until their kernels exist.
 #include "cuda/gpu_decoder.hpp"
@@ -82,7 +82,7 @@ struct Layer {
     DeviceMatrix q, k, v, o;
     bool moe = false;
     DeviceMatrix router, gate, up, down;   // router (moe) or the dense MLP
-    std::vector<std::byte*> experts;       // moe: each expert's block in GPU memory
+    const std::byte* experts = nullptr;    // moe: the layer's expert blocks in GPU memory, `stride` apart
 };
 
 class GpuDecoder final : public engine::Model {
@@ -118,7 +118,6 @@ private:
     float *x_, *h_, *q_, *k_, *v_, *attn_, *proj_, *router_logits_, *eg_, *eu_, *ey_, *ew_, *one_, *dg_, *du_, *logits_;
     int32_t* ids_;
     std::vector<float> host_x_;
-    std::vector<int32_t> host_ids_;
 };
 
 GpuDecoder::GpuDecoder(const engine::ModelContext& ctx)
@@ -187,10 +186,10 @@ GpuDecoder::GpuDecoder(const engine::ModelContext& ctx)
                 blocks.resize(static_cast<size_t>(count));
                 for (int64_t i = 0; i < count; ++i) ids[static_cast<size_t>(i)] = static_cast<int32_t>(first + i);
                 store.acquire(l, ids, blocks);
+                if (first == 0) ly.experts = experts_.get() + static_cast<uint64_t>(next_block) * stride;
                 for (int64_t i = 0; i < count; ++i) {
                     std::byte* dst = experts_.get() + static_cast<uint64_t>(next_block++) * stride;
                     check_cuda(cudaMemcpy(dst, blocks[static_cast<size_t>(i)], stride, cudaMemcpyHostToDevice), "uploading experts");
-                    ly.experts.push_back(dst);
                 }
                 store.release_all();
             }
@@ -220,7 +219,6 @@ GpuDecoder::GpuDecoder(const engine::ModelContext& ctx)
     const float one = 1.0f;
     check_cuda(cudaMemcpy(one_, &one, sizeof one, cudaMemcpyHostToDevice), "constant");
     host_x_.resize(static_cast<size_t>(H));
-    host_ids_.resize(static_cast<size_t>(K));
 }
 
 void GpuDecoder::add_to_residual(const float* y) { moe_combine(x_, y, one_, 1, 1, c_.hidden_size, stream_); }
@@ -269,19 +267,16 @@ void GpuDecoder::moe_block(const Layer& l) {
     route(router_logits_, 1, E, K,
           c_.routing.function == RoutingFunction::softmax_topk ? RouteFunction::softmax_topk : RouteFunction::topk_softmax,
           c_.routing.normalize_topk, static_cast<float>(c_.routing.scaling_factor), ids_, ew_, stream_);
-    check_cuda(cudaMemcpyAsync(host_ids_.data(), ids_, static_cast<size_t>(K) * 4, cudaMemcpyDeviceToHost, stream_), "expert ids");
-    check_cuda(cudaStreamSynchronize(stream_), "routing");
+    // the chosen experts' products, each matrix kind in one launch that reads the ids on the GPU
     const auto& layout = ctx_.experts->layout();
-    for (int64_t j = 0; j < K; ++j) {
-        const int32_t e = host_ids_[static_cast<size_t>(j)];
-        if (e < 0 || e >= E) fail("CUDA routing chose expert ", e, " of ", E);
-        const std::byte* block = l.experts[static_cast<size_t>(e)];
-        gemv(device_matrix(WeightMatrix::from_record(block + layout.gate_offset, layout.gate)), h_, 1, eg_ + j * I, stream_);
-        gemv(device_matrix(WeightMatrix::from_record(block + layout.up_offset, layout.up)), h_, 1, eu_ + j * I, stream_);
-        swiglu(eg_ + j * I, eu_ + j * I, eg_ + j * I, I, stream_);
-        gemv(device_matrix(WeightMatrix::from_record(block + layout.down_offset, layout.down)), eg_ + j * I, 1, ey_ + j * H,
-             stream_);
-    }
+    const auto stride = static_cast<int64_t>(layout.stride);
+    auto record = [&](uint64_t offset, const pack::MatrixLayout& m) {
+        return device_matrix(WeightMatrix::from_record(l.experts + offset, m));
+    };
+    gemv_experts(record(layout.gate_offset, layout.gate), stride, ids_, K, h_, 0, 1, eg_, stream_);
+    gemv_experts(record(layout.up_offset, layout.up), stride, ids_, K, h_, 0, 1, eu_, stream_);
+    swiglu(eg_, eu_, eg_, K * I, stream_);
+    gemv_experts(record(layout.down_offset, layout.down), stride, ids_, K, eg_, I, 1, ey_, stream_);
     moe_combine(x_, ey_, ew_, 1, K, H, stream_);
 }
 

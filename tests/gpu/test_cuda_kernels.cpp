@@ -1,7 +1,7 @@
-// The CUDA kernels (shaders/: gemv, rms_norm, swiglu, rope, attention, route, moe_combine)
-// against their CPU twins on random data, on shapes that are whole multiples of every tile
-// and on awkward ones (1 row, odd rows, columns that end mid-group and mid-word, a hidden
-// size of 2049). Outputs are poisoned (NaN) before each run. Needs a GPU: the
+// The CUDA kernels (shaders/: gemv and gemv_experts, rms_norm, swiglu, rope, attention,
+// route, moe_combine) against their CPU twins on random data, on shapes that are whole
+// multiples of every tile and on awkward ones (1 row, odd rows, columns that end mid-group
+// and mid-word, a hidden size of 2049). Outputs are poisoned (NaN) before each run. Needs a GPU: the
 // tests carry the ctest label "gpu" and tools/run-tests.sh leaves them out.
 //
 // gemv bound: against a float64 reference of the decoded weights, every output is a float32
@@ -179,6 +179,42 @@ TEST(CudaGemv, FloatWeightsMatchTheReference) {
     for (auto format : {engine::WeightFormat::bf16, engine::WeightFormat::f16, engine::WeightFormat::f32})
         for (const Shape& s : kShapes)
             for (int64_t n : {1, 2, 8}) check_gemv(random_matrix(rng, format, s.rows, s.cols, 16, 0), n, rng);
+}
+
+TEST(CudaGemv, ExpertSlotsReadTheMatricesTheirIdsName) {
+    ASSERT_TRUE(have_gpu());
+    std::mt19937 rng(29);
+    for (auto format : {engine::WeightFormat::affine, engine::WeightFormat::bf16}) {
+        const int64_t experts = 5, rows = 96, cols = 160;
+        std::vector<Matrix> ms;
+        for (int64_t e = 0; e < experts; ++e)
+            ms.push_back(random_matrix(rng, format, rows, cols, format == engine::WeightFormat::affine ? 4 : 16, 32));
+        const size_t stride = (ms[0].bytes.size() + 255) / 256 * 256;
+        std::vector<std::byte> table(stride * experts);
+        for (int64_t e = 0; e < experts; ++e) std::memcpy(table.data() + e * stride, ms[static_cast<size_t>(e)].bytes.data(), ms[0].bytes.size());
+        const std::vector<int32_t> ids = {3, 0, 3, 4};
+        const auto count = static_cast<int64_t>(ids.size());
+        for (int64_t x_slot : {int64_t{0}, cols}) {   // one input for all, or one per slot
+            const auto x = random_floats(rng, static_cast<size_t>(x_slot ? count * cols : cols), 1.0f);
+            DeviceBuffer table_dev(table), ids_dev(ids), x_dev(x), y_dev(static_cast<size_t>(count * rows) * sizeof(float));
+            gemv_experts(device_matrix(view(ms[0], table_dev.as<std::byte>())), static_cast<int64_t>(stride), ids_dev.as<int32_t>(),
+                         count, x_dev.as<float>(), x_slot, 1, y_dev.as<float>(), nullptr);
+            const auto y = y_dev.read<float>();
+            for (int64_t j = 0; j < count; ++j) {
+                const Matrix& m = ms[static_cast<size_t>(ids[static_cast<size_t>(j)])];
+                for (int64_t r = 0; r < rows; ++r) {
+                    double ref = 0, a = 0;
+                    for (int64_t c = 0; c < cols; ++c) {
+                        const double xv = x[static_cast<size_t>(j * x_slot + c)];
+                        ref += m.value[static_cast<size_t>(r * cols + c)] * xv;
+                        a += m.magnitude[static_cast<size_t>(r * cols + c)] * std::abs(xv);
+                    }
+                    ASSERT_LE(std::abs(y[static_cast<size_t>(j * rows + r)] - ref), (cols + 64) * kU * a + 1e-30)
+                        << "slot " << j << " row " << r;
+                }
+            }
+        }
+    }
 }
 
 TEST(CudaGemv, BadInputCountsAreRefused) {
