@@ -46,8 +46,10 @@ Engine::Impl::Impl(const std::string& directory, const EngineOptions& o) : optio
         ExpertStoreOptions so;
         const uint64_t all = pack->expert_layers().size() * static_cast<uint64_t>(pack->num_experts()) *
                              pack->expert_layout().stride;
-        so.cache_bytes = o.expert_cache_bytes >= 0 ? static_cast<uint64_t>(o.expert_cache_bytes)
-                                                   : std::min(all, available_ram_bytes() / 2);
+        // the CUDA graph keeps its experts in GPU memory and reads them through the store once:
+        // by default its RAM cache is the least the store allows
+        const uint64_t by_default = o.backend == Backend::cuda ? 0 : std::min(all, available_ram_bytes() / 2);
+        so.cache_bytes = o.expert_cache_bytes >= 0 ? static_cast<uint64_t>(o.expert_cache_bytes) : by_default;
         so.min_slots = config.experts_per_token;
         so.policy = o.cache_policy;
         so.direct_io = o.direct_io;

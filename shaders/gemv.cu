@@ -8,6 +8,8 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <mutex>
+#include <set>
 
 #include "cuda_check.hpp"
 #include "kernels.hpp"
@@ -184,6 +186,20 @@ void launch_float(const T* p, const DeviceMatrix& w, const float* x, float* y, i
         float_gemv<N, T, false><<<grid, block, 0, stream>>>(p, w.rows, w.cols, x, y, slots);
 }
 
+// Lets `kernel` take kMaxSharedBytes of dynamic shared memory (past the default 48 KB); the
+// attribute is set once per kernel, not on every launch.
+template <typename Kernel>
+void allow_shared_memory(Kernel kernel) {
+    static std::mutex mutex;
+    static std::set<const void*> raised;
+    std::lock_guard lock(mutex);
+    const auto* key = reinterpret_cast<const void*>(kernel);
+    if (raised.count(key)) return;
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kMaxSharedBytes)),
+               "gemv shared memory");
+    raised.insert(key);
+}
+
 template <int N>
 void launch(const DeviceMatrix& w, const float* x, float* y, int64_t count, const Slots& slots, cudaStream_t stream) {
     const dim3 block(kWarpsPerBlock * 32);
@@ -194,9 +210,7 @@ void launch(const DeviceMatrix& w, const float* x, float* y, int64_t count, cons
             if (static_cast<int64_t>(shared) > kMaxSharedBytes) fail("gemv: ", N, " inputs of ", w.cols, " values exceed shared memory");
             const auto* codes = static_cast<const uint32_t*>(w.data);
             auto run = [&](auto kernel) {
-                if (shared > 48 * 1024)
-                    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)),
-                               "gemv shared memory");
+                if (shared > 48 * 1024) allow_shared_memory(kernel);
                 const dim3 grid(row_blocks(w.rows), static_cast<unsigned>(count));
                 kernel<<<grid, block, shared, stream>>>(codes, w.scales, w.biases, w.rows, w.cols, w.row_words, w.groups,
                                                         w.group_size, x, y, slots);

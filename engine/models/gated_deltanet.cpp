@@ -55,6 +55,7 @@ void GatedDeltaNet::forward(LayerCompute& compute, const float* h, int64_t n, fl
     beta_.resize(static_cast<size_t>(n * nv_));
     decay_.resize(static_cast<size_t>(n * nv_));
     o_.resize(static_cast<size_t>(n * V));
+    delta_.resize(static_cast<size_t>(V));
     conv_out_.resize(static_cast<size_t>(n * C));
     compute.products(h, n, {{&qkv_, mixed_.data()}, {&z_, gate_z_.data()}, {&b_, beta_.data()}, {&a_, decay_.data()}});
     for (int64_t t = 0; t < n; ++t)
@@ -79,54 +80,58 @@ void GatedDeltaNet::forward(LayerCompute& compute, const float* h, int64_t n, fl
                 y[c] = silu(acc);
             }
         }
-        std::vector<float> last(static_cast<size_t>(K - 1));
-        for (int64_t c = c0; c < c1; ++c) {   // the new state: the last K - 1 inputs
-            for (int64_t i = 0; i < K - 1; ++i) last[static_cast<size_t>(i)] = input_row(n - (K - 1) + i)[c];
-            for (int64_t i = 0; i < K - 1; ++i) conv_state[i * C + c] = last[static_cast<size_t>(i)];
+        // the new state, the last K - 1 inputs: row i takes input n - (K - 1) + i, which is
+        // old state row i + n when n < K - 1 (ascending i reads rows not yet overwritten)
+        for (int64_t i = 0; i < K - 1; ++i) {
+            const float* from = input_row(n - (K - 1) + i);
+            for (int64_t c = c0; c < c1; ++c) conv_state[i * C + c] = from[c];
         }
     });
 
-    // The delta rule, token by token, value heads in parallel; then the gated RMSNorm.
+    // q and k l2-normalised per key head, in place (q also scaled by dk^-1/2), once for the
+    // value heads that read them
     const float q_scale = 1.0f / std::sqrt(static_cast<float>(dk_));
+    compute.for_rows(n, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t)
+            for (int64_t head_index = 0; head_index < 2 * nk_; ++head_index) {
+                float* head = conv_out_.data() + t * C + head_index * dk_;
+                float ss = 0;
+                for (int64_t i = 0; i < dk_; ++i) ss += head[i] * head[i];
+                const float scale = (head_index < nk_ ? q_scale : 1.0f) / std::sqrt(ss + kL2NormEps);
+                for (int64_t i = 0; i < dk_; ++i) head[i] *= scale;
+            }
+    });
+
+    // The delta rule, token by token, value heads in parallel; then the gated RMSNorm.
     compute.pool().parallel_for(nv_, 1, [&](int64_t v0, int64_t v1) {
-        std::vector<float> q(static_cast<size_t>(dk_)), k(static_cast<size_t>(dk_)), kv(static_cast<size_t>(dv_));
         for (int64_t v = v0; v < v1; ++v) {
             const int64_t kh = v / r;
-            float* S = recurrent + v * dk_ * dv_;   // [dk][dv]
+            float* S = recurrent + v * dk_ * dv_;                 // [dk][dv]
+            float* kv = delta_.data() + v * dv_;                 // S^T k, then the delta [dv]
             for (int64_t t = 0; t < n; ++t) {
                 const float* row = conv_out_.data() + t * C;
-                const float* qs = row + kh * dk_;
-                const float* ks = row + nk_ * dk_ + kh * dk_;
+                const float* q = row + kh * dk_;
+                const float* k = row + nk_ * dk_ + kh * dk_;
                 const float* vs = row + 2 * nk_ * dk_ + v * dv_;
-                float qq = 0, kk = 0;
-                for (int64_t i = 0; i < dk_; ++i) {
-                    qq += qs[i] * qs[i];
-                    kk += ks[i] * ks[i];
-                }
-                const float qn = q_scale / std::sqrt(qq + kL2NormEps), kn = 1.0f / std::sqrt(kk + kL2NormEps);
-                for (int64_t i = 0; i < dk_; ++i) {
-                    q[static_cast<size_t>(i)] = qs[i] * qn;
-                    k[static_cast<size_t>(i)] = ks[i] * kn;
-                }
                 const float decay = decay_[static_cast<size_t>(t * nv_ + v)];
                 const float beta = beta_[static_cast<size_t>(t * nv_ + v)];
-                std::fill(kv.begin(), kv.end(), 0.0f);
+                std::fill(kv, kv + dv_, 0.0f);
                 for (int64_t i = 0; i < dk_; ++i) {   // S *= decay; kv = S^T k
                     float* s = S + i * dv_;
-                    const float ki = k[static_cast<size_t>(i)];
+                    const float ki = k[i];
                     for (int64_t j = 0; j < dv_; ++j) {
                         s[j] *= decay;
-                        kv[static_cast<size_t>(j)] += s[j] * ki;
+                        kv[j] += s[j] * ki;
                     }
                 }
-                for (int64_t j = 0; j < dv_; ++j) kv[static_cast<size_t>(j)] = (vs[j] - kv[static_cast<size_t>(j)]) * beta;
+                for (int64_t j = 0; j < dv_; ++j) kv[j] = (vs[j] - kv[j]) * beta;
                 float* o = o_.data() + t * V + v * dv_;
                 std::fill(o, o + dv_, 0.0f);
                 for (int64_t i = 0; i < dk_; ++i) {   // S += k (x) delta; o = S^T q
                     float* s = S + i * dv_;
-                    const float ki = k[static_cast<size_t>(i)], qi = q[static_cast<size_t>(i)];
+                    const float ki = k[i], qi = q[i];
                     for (int64_t j = 0; j < dv_; ++j) {
-                        s[j] += ki * kv[static_cast<size_t>(j)];
+                        s[j] += ki * kv[j];
                         o[j] += s[j] * qi;
                     }
                 }

@@ -45,6 +45,7 @@ private:
     const float* dt_bias_ = nullptr;   // [nv]
     const float* norm_ = nullptr;      // [dv]
     std::vector<float> mixed_, conv_out_, gate_z_, beta_, decay_, o_;   // per batch
+    std::vector<float> delta_;   // [nv * dv]: each value head's S^T k, then its delta
 };
 
 }  // namespace moepack::engine

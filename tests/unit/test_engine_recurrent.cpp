@@ -2,12 +2,15 @@
 // instead of keys and values: a prompt fed in several forward passes or several calls gives
 // the reference logits; truncating the context evaluates the kept tokens again; a state file
 // of another recurrent size is refused (test_engine_runtime.cpp saves and loads one); the pack
-// holds the projections in one layout whichever the checkpoint used.
+// holds the projections in one layout whichever the checkpoint used, and refuses grouped
+// projections that do not fit the config.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+
+#include <nlohmann/json.hpp>
 
 #include "engine.hpp"
 #include "engine_test_support.hpp"
@@ -93,6 +96,27 @@ TEST(EngineRecurrent, AStateOfAnotherRecurrentSizeIsRefused) {
     const std::string err = test::error_of([&] { e->state_load(tampered); });
     EXPECT_NE(err.find("recurrent state"), std::string::npos) << err;
     EXPECT_EQ(e->tokens(), ref.prompt);   // refused on its header: the context is untouched
+}
+
+TEST(EngineRecurrent, GroupedProjectionsOfAnotherShapeAreRefusedByName) {
+    // config.json says value heads of 20, the checkpoint's in_proj_qkvz was made for 24
+    test::ScratchDir dir("recurrent_bad_shape");
+    const auto src = dir.path() / "ck";
+    std::filesystem::copy(test::fixture_model("qwen3_next"), src);
+    std::ifstream in(src / "config.json");
+    auto config = nlohmann::json::parse(in);
+    in.close();
+    config["linear_value_head_dim"] = 20;
+    std::ofstream(src / "config.json") << config.dump(2);
+    BuildRequest r;
+    r.source = src.string();
+    r.output = (dir.path() / "p").string();
+    const std::string err = test::error_of([&] { build_pack(r); });
+    EXPECT_NE(err.find("model.safetensors: tensor 'model.layers.0.linear_attn.in_proj_qkvz.weight': expected 224 rows "
+                       "(2 key heads of 112), got 256"),
+              std::string::npos)
+        << err;
+    EXPECT_FALSE(std::filesystem::exists(dir.path() / "p"));
 }
 
 TEST(EngineRecurrent, QwenNextProjectionsArePackedInQwen35Layout) {
