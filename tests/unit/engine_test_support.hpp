@@ -27,7 +27,7 @@ struct Reference {
 };
 
 inline Reference load_reference(const std::string& name) {
-    const auto dir = std::filesystem::path(MOEPACK_FIXTURES_DIR) / "reference";
+    const auto dir = test::fixtures_dir() / "reference";
     std::ifstream in(dir / (name + ".json"));
     const auto j = nlohmann::json::parse(in);
     Reference r;

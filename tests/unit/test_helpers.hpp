@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstdlib>
 #include <vector>
 
 #include <unistd.h>
@@ -14,8 +15,16 @@
 
 namespace moepack::test {
 
+// The fixtures folder: $MOEPACK_FIXTURES when set (tests run from a copied tree),
+// else the source tree's tests/fixtures.
+inline std::filesystem::path fixtures_dir() {
+    const char* env = std::getenv("MOEPACK_FIXTURES");
+    return env != nullptr && *env != '\0' ? std::filesystem::path(env)
+                                          : std::filesystem::path(MOEPACK_FIXTURES_DIR);
+}
+
 inline std::filesystem::path fixture_model(const std::string& name) {
-    return std::filesystem::path(MOEPACK_FIXTURES_DIR) / "models" / name;
+    return fixtures_dir() / "models" / name;
 }
 
 // A fresh scratch directory, removed when the object goes out of scope.

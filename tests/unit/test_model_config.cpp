@@ -257,7 +257,7 @@ const ReleasedModel kReleased[] = {
 };
 
 ModelConfig load_released_config(const std::string& name) {
-    const auto path = std::filesystem::path(MOEPACK_FIXTURES_DIR) / "configs" / (name + ".json");
+    const auto path = test::fixtures_dir() / "configs" / (name + ".json");
     return read_model_config(json::parse(std::ifstream(path)), path.string());
 }
 

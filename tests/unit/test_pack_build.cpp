@@ -323,7 +323,7 @@ TEST(PackBuild, TheTokenizerTravelsWithTheWeights) {
     test::ScratchDir dir("tokenizer");
     const fs::path ck = dir.path() / "checkpoint";
     fs::copy(test::fixture_model("qwen3_moe"), ck);
-    for (const auto& f : fs::directory_iterator(fs::path(MOEPACK_FIXTURES_DIR) / "tokenizers" / "byte_level_bpe"))
+    for (const auto& f : fs::directory_iterator(test::fixtures_dir() / "tokenizers" / "byte_level_bpe"))
         fs::copy_file(f.path(), ck / f.path().filename());
     build(ck, dir.path() / "p", 4);
     const auto p = Pack::open((dir.path() / "p").string());

@@ -20,7 +20,7 @@ using nlohmann::json;
 namespace {
 
 json fixture_tokenizer(const std::string& name) {
-    std::ifstream in(std::filesystem::path(MOEPACK_FIXTURES_DIR) / "tokenizers" / name / "tokenizer.json");
+    std::ifstream in(test::fixtures_dir() / "tokenizers" / name / "tokenizer.json");
     return json::parse(in);
 }
 
