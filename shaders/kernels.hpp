@@ -15,16 +15,68 @@ namespace moepack::cuda {
 // Most inputs one gemv launch takes (decode: 1; a few tokens of a short prompt).
 inline constexpr int64_t kMaxGemvInputs = 8;
 
-// y [n, w.rows] = x [n, w.cols] . w^T, weights decoded on the fly (affine 2/4/8-bit records,
-// bf16, f16, f32), float32 accumulation; n in [1, kMaxGemvInputs]. CPU reference: matmul.
-void gemv(const DeviceMatrix& w, const float* x, int64_t n, float* y, cudaStream_t stream);
+// Inputs of affine products, prepared once per vector and weight group size: the vectors
+// quantised per group to int8 (x ~= scale * q, scale = max|x| / 127, q rounded to nearest
+// even: the CPU decode kernels' rule) in the code-plane order of `bits`-bit words (value i
+// of each 32-bit word's codes sits at byte (i % (8 / bits)) * 4 + i / (8 / bits) of its
+// slot, so that one mask and shift of a code word lines four codes up with four inputs),
+// zero past cols; and each group's float sum (the bias term). Device memory.
+struct QuantizedInput {
+    int8_t* values = nullptr;   // [n, padded()]
+    float* scales = nullptr;    // [n, groups]
+    float* sums = nullptr;      // [n, groups]
+    int64_t n = 0, cols = 0, groups = 0;
+    int group_size = 0, bits = 0;
+    int64_t padded() const { return groups * group_size; }
+};
 
-// The same product for `count` experts in one launch, with no trip to the host: expert slot
-// j uses the matrix of `w` moved by ids[j] * stride bytes (ids in device memory: the routed
-// experts' indices into a table of blocks `stride` apart, w being that record of block 0),
-// inputs x + j * x_slot (x_slot 0: one input for every slot) and outputs y + j * n * w.rows.
-void gemv_experts(const DeviceMatrix& w, int64_t stride, const int32_t* ids, int64_t count, const float* x,
-                  int64_t x_slot, int64_t n, float* y, cudaStream_t stream);
+// Bytes of device memory a QuantizedInput of n vectors of cols values needs.
+size_t quantized_input_bytes(int64_t n, int64_t cols, int group_size);
+// A QuantizedInput laid out in `memory` (quantized_input_bytes of it, 16-byte aligned).
+QuantizedInput quantized_input_in(void* memory, int64_t n, int64_t cols, int group_size, int bits);
+// Fills q from x [q.n, q.cols]. CPU reference: MatmulInput::prepare (engine/cpu/matmul.cpp).
+void quantize_input(const float* x, const QuantizedInput& q, cudaStream_t stream);
+
+// The input of a product: float vectors x (float weights) or their quantisation for the
+// matrix's bits and group size (affine weights).
+struct ProductInput {
+    const float* x = nullptr;
+    const QuantizedInput* quantized = nullptr;
+};
+
+// What a product does with its outputs: store them, or add them to what is there (the
+// residual stream).
+enum class GemvOutput : int { store, add };
+
+// One matrix of a gemv launch and where its outputs go.
+struct GemvProduct {
+    DeviceMatrix w;
+    float* y;   // [n, w.rows]
+};
+
+// y [n, w.rows] (=|+=) x [n, w.cols] . w^T for up to kMaxGemvProducts matrices of one encoding
+// and width sharing their input, in one launch; weights decoded in registers, float32
+// accumulation; n in [1, kMaxGemvInputs]. CPU reference: matmul (engine/cpu/matmul.cpp).
+inline constexpr int kMaxGemvProducts = 3;
+void gemv(const GemvProduct* products, int count, const ProductInput& x, int64_t n, GemvOutput output,
+          cudaStream_t stream);
+inline void gemv(const DeviceMatrix& w, const ProductInput& x, int64_t n, float* y, GemvOutput output,
+                 cudaStream_t stream) {
+    const GemvProduct p{w, y};
+    gemv(&p, 1, x, n, output, stream);
+}
+
+// The routed experts of one token, the expert ids in device memory (no trip to the host):
+// expert j's block lies at the blocks' base + ids[j] * stride, and `gate`, `up`, `down` are
+// the records of block 0 (block 0's address plus the record's offset).
+// act [k, I] = silu(gate_j . x) * (up_j . x) (I = gate.rows). CPU reference: moe_ffn
+// (engine/models/decoder.cpp).
+void expert_gate_up(const DeviceMatrix& gate, const DeviceMatrix& up, int64_t stride, const int32_t* ids, int64_t k,
+                    const ProductInput& x, float* act, cudaStream_t stream);
+// x [H] += sum over j < k, in slot order, of weights[j] * (down_j . act_j) (H = down.rows;
+// act holds k vectors of down.cols values).
+void expert_down_add(const DeviceMatrix& down, int64_t stride, const int32_t* ids, const float* weights, int64_t k,
+                     const ProductInput& act, float* x, cudaStream_t stream);
 
 // out[t, :] = x[t, :] / rms(x[t, :]) * weight for n rows of dim values. CPU reference:
 // rms_norm_to (blocks.hpp).
@@ -33,18 +85,30 @@ void rms_norm(const float* x, float* out, int64_t n, int64_t dim, const float* w
 // out[i] = silu(gate[i]) * up[i] for count values. CPU reference: swiglu (blocks.hpp).
 void swiglu(const float* gate, const float* up, float* out, int64_t count, cudaStream_t stream);
 
-// Rotary embedding of the leading rotary_dim values of each of `heads` heads of head_dim in
-// x [n, heads * head_dim], row t at position position0 + t; pairs (i, i + rotary_dim / 2), or
-// (2i, 2i + 1) when interleaved; inv_freq [rotary_dim / 2]. CPU reference: Rope::apply.
-void rope(float* x, int64_t n, int64_t heads, int64_t head_dim, int64_t rotary_dim, bool interleaved,
-          const float* inv_freq, int64_t position0, cudaStream_t stream);
+// The RoPE table of a model: rotary_dim / 2 inverse frequencies in device memory.
+struct RopeTable {
+    int64_t rotary_dim = 0;
+    bool interleaved = false;   // pairs (2i, 2i + 1), else (i, i + rotary_dim / 2)
+    const float* inv_freq = nullptr;
+};
 
-// Causal grouped-query attention of n query rows q [n, heads * head_dim] at positions
-// position0.. over k/v caches [positions, kv_heads * head_dim] into out [n, heads * head_dim];
-// window > 0: the last `window` positions only. head_dim 1 to 256. CPU
-// reference: attention (blocks.hpp).
-void attention(const float* q, const float* k_cache, const float* v_cache, float* out, int64_t n, int64_t position0,
-               int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t window, cudaStream_t stream);
+// Makes n rows of q [n, heads * head_dim], k and v [n, kv_heads * head_dim] ready for
+// attention at positions[t] (device memory): per head RMSNorm with q_norm / k_norm
+// [head_dim] (skipped when null), RoPE of the leading rotary_dim values, then k and v rows
+// stored at row positions[t] of k_cache / v_cache [ctx, kv_heads * head_dim] (skipped when
+// null). head_dim 1 to 256. CPU references: rms_norm_to, Rope::apply (engine/blocks.hpp).
+void attention_prologue(float* q, float* k, const float* v, int64_t n, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                        const float* q_norm, const float* k_norm, float eps, const RopeTable& rope,
+                        const int32_t* positions, float* k_cache, float* v_cache, cudaStream_t stream);
+
+// Causal grouped-query attention of n query rows q [n, heads * head_dim], row t at position
+// positions[t] (device memory), over k/v caches [context, kv_heads * head_dim] into out
+// [n, heads * head_dim]; window > 0: the last `window` positions only. head_dim 1 to 256.
+// workspace: attention_workspace_bytes of device memory. CPU reference: attention (blocks.hpp).
+size_t attention_workspace_bytes(int64_t n, int64_t heads, int64_t head_dim, int64_t context);
+void attention(const float* q, const float* k_cache, const float* v_cache, float* out, int64_t n, const int32_t* positions,
+               int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t window, int64_t context, float* workspace,
+               cudaStream_t stream);
 
 // How route() weighs the chosen experts (RoutingFunction's softmax_topk and topk_softmax).
 enum class RouteFunction : int { softmax_topk, topk_softmax };
@@ -54,7 +118,8 @@ enum class RouteFunction : int { softmax_topk, topk_softmax };
 void route(const float* logits, int64_t n, int64_t num_experts, int64_t k, RouteFunction function, bool normalize_topk,
            float scaling_factor, int32_t* experts, float* weights, cudaStream_t stream);
 
-// x [n, hidden] += sum over j < k of weights[t, j] * y[t, j, :] (y [n, k, hidden]).
-void moe_combine(float* x, const float* y, const float* weights, int64_t n, int64_t k, int64_t hidden, cudaStream_t stream);
+// out[t, :] = row ids[t] (device memory) of the table, decoded to float. CPU reference:
+// decode_row (engine/cpu/matmul.hpp).
+void embed_rows(const DeviceMatrix& table, const int32_t* ids, int64_t n, float* out, cudaStream_t stream);
 
 }  // namespace moepack::cuda

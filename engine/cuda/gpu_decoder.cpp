@@ -1,23 +1,28 @@
-// The decoder of qwen3_moe, mixtral and olmoe on the GPU, first form: every weight resident
-// in GPU memory (weights.bin uploaded whole, every expert block of every layer uploaded at
-// open), the KV cache in GPU memory, tokens run one at a time through the decode kernels of
-// shaders/ (a prompt too). Per token: embedding row (decoded on the host, 4 x H bytes up),
-// per layer RMSNorm, q/k/v products, q/k norms, RoPE, the KV write, attention, the output
-// product and residual, RMSNorm, then a dense SwiGLU MLP or the router, top-k on the GPU and
-// the chosen experts' products (one launch per matrix kind, the expert ids read on the GPU)
-// and weighted sum; the head's logits come down at the end. The CPU graph
-// (models/decoder.cpp) is the reference; linear attention, gated attention and shared
-// experts are refused until their kernels exist.
+// The decoder of qwen3_moe, mixtral and olmoe on the GPU: every weight resident in GPU
+// memory (weights.bin uploaded whole, every expert block of every layer uploaded at open),
+// the KV cache in GPU memory, tokens run one at a time. A token is one CUDA graph (captured
+// at the first token, replayed after; MOEPACK_CUDA_GRAPHS=0 launches the kernels one by one
+// instead): token id and position copied up from pinned memory, the embedding row decoded,
+// per layer RMSNorm, the q/k/v products in one launch, q/k norms + RoPE + KV store in one,
+// attention, the output product added to the residual, RMSNorm, then a dense SwiGLU MLP or
+// the router, top-k on the GPU and the chosen experts (gate and up with SwiGLU in one
+// launch, down and the weighted sum into the residual in another, the expert ids read on
+// the GPU); the head's logits come down at the end. Affine products read int8-quantised
+// inputs (VectorInput). The CPU graph (models/decoder.cpp) is the reference; linear
+// attention, gated attention and shared experts are refused until their kernels exist.
 #include "cuda/gpu_decoder.hpp"
 
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "blocks.hpp"
+#include "cuda/device_resources.hpp"
 #include "cuda_check.hpp"
 #include "dense_weights.hpp"
 #include "expert_store.hpp"
@@ -32,57 +37,13 @@ namespace {
 
 using engine::WeightMatrix;
 
-// GPU memory owned by one object.
-class DeviceMemory {
-public:
-    DeviceMemory() = default;
-    explicit DeviceMemory(size_t bytes, const char* what) {
-        size_t free = 0, total = 0;
-        check_cuda(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
-        if (bytes > free)
-            fail("CUDA: ", what, " needs ", static_cast<double>(bytes) / 1e9, " GB of GPU memory, ",
-                 static_cast<double>(free) / 1e9, " GB are free");
-        check_cuda(cudaMalloc(&p_, std::max<size_t>(bytes, 1)), what);
-        bytes_ = bytes;
-    }
-    ~DeviceMemory() {
-        if (p_) cudaFree(p_);
-    }
-    DeviceMemory(DeviceMemory&& o) noexcept : p_(o.p_), bytes_(o.bytes_) { o.p_ = nullptr; }
-    DeviceMemory& operator=(DeviceMemory&& o) noexcept {
-        std::swap(p_, o.p_);
-        std::swap(bytes_, o.bytes_);
-        return *this;
-    }
-    template <typename T = std::byte>
-    T* get() const { return static_cast<T*>(p_); }
-
-private:
-    void* p_ = nullptr;
-    size_t bytes_ = 0;
-};
-
-// A CUDA stream owned by one object.
-class Stream {
-public:
-    Stream() { check_cuda(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking), "cudaStreamCreate"); }
-    ~Stream() { cudaStreamDestroy(s_); }
-    Stream(const Stream&) = delete;
-    Stream& operator=(const Stream&) = delete;
-    operator cudaStream_t() const { return s_; }
-
-private:
-    cudaStream_t s_ = nullptr;
-};
-
 std::string layer_name(int64_t layer, const char* rest) { return concat("layers.", layer, ".", rest); }
 
 struct Layer {
     const float *input_norm = nullptr, *post_norm = nullptr, *q_norm = nullptr, *k_norm = nullptr;   // device
     DeviceMatrix q, k, v, o;
     bool moe = false;
-    DeviceMatrix router, gate, up, down;   // router (moe) or the dense MLP
-    const std::byte* experts = nullptr;    // moe: the layer's expert blocks in GPU memory, `stride` apart
+    DeviceMatrix router, gate, up, down;   // moe: the router and block 0's expert records; dense: the MLP
 };
 
 class GpuDecoder final : public engine::Model {
@@ -93,11 +54,15 @@ public:
     void context_from_host(int64_t positions) override;
 
 private:
-    void token(int32_t id, int64_t position, float* logits);
-    void attention_block(const Layer& l, int64_t layer, int64_t position);
+    void upload_weights();
+    void upload_experts(int64_t layer, Layer& ly, int64_t& next_block);
+    void allocate_activations();
+    void run_token(bool logits);        // the token and position in io_host_; logits to logits_host_
+    void enqueue_token(bool logits);    // what one token puts on the stream (captured as a graph)
+    void attention_block(const Layer& l, int64_t layer);
     void moe_block(const Layer& l);
     void dense_block(const Layer& l);
-    void add_to_residual(const float* y);   // x += y
+    void products(std::initializer_list<GemvProduct> list, VectorInput& in, GemvOutput output);
     float* kv(int64_t layer, int which) const {   // which: 0 keys, 1 values; [ctx, kv_dim]
         return kv_.get<float>() + (2 * layer + which) * ctx_.kv.context() * kv_dim_;
     }
@@ -105,23 +70,34 @@ private:
     engine::ModelContext ctx_;
     const ModelConfig& c_;
     int64_t q_dim_, kv_dim_;
+    float eps_;
     std::unique_ptr<Stream> stream_owner_;   // made once a device is known to exist
     cudaStream_t stream_ = nullptr;
-    DeviceMemory weights_, experts_, kv_, scratch_, inv_freq_;
-    const std::byte* host_base_;   // the mapped weights.bin, for embedding rows
-    WeightMatrix embed_host_;
-    DeviceMatrix head_;
-    const float* final_norm_;
+    DeviceMemory weights_, experts_, kv_, scratch_, inv_freq_, io_, attention_workspace_;
+    PinnedMemory io_host_, logits_host_;     // [token, position]; [vocab]
+    const std::byte* host_base_ = nullptr;   // the mapped weights.bin
+    DeviceMatrix embed_, head_;
+    const float* final_norm_ = nullptr;
+    RopeTable rope_;
     std::vector<Layer> layers_;
-    // scratch: x, h [H]; q [q_dim]; k, v [kv_dim]; attn [q_dim]; proj [H]; router [E];
-    // experts' g, u [K, I], y [K, H]; weights [K]; ids [K]; one [1]; dense g, u [F]; logits [V]
-    float *x_, *h_, *q_, *k_, *v_, *attn_, *proj_, *router_logits_, *eg_, *eu_, *ey_, *ew_, *one_, *dg_, *du_, *logits_;
+    // scratch: x, h [H]; q [q_dim]; k, v [kv_dim]; attn [q_dim]; router logits [E]; act [K, I];
+    // expert weights [K]; ids [K]; dense g, u [F]; logits [V]
+    float *x_, *h_, *q_, *k_, *v_, *attn_, *router_logits_, *act_, *ew_, *dg_, *du_, *logits_;
     int32_t* ids_;
-    std::vector<float> host_x_;
+    VectorInput h_in_, attn_in_, act_in_, dense_act_in_;   // the inputs of products
+    bool use_graphs_;
+    CapturedGraph graphs_[2];   // without, with logits
 };
 
+// MOEPACK_CUDA_GRAPHS=0 turns graph capture off (kernels launched one by one).
+bool graphs_enabled() {
+    const char* v = std::getenv("MOEPACK_CUDA_GRAPHS");
+    return !(v && std::strcmp(v, "0") == 0);
+}
+
 GpuDecoder::GpuDecoder(const engine::ModelContext& ctx)
-    : ctx_(ctx), c_(ctx.config), q_dim_(c_.num_heads * c_.head_dim), kv_dim_(c_.num_kv_heads * c_.head_dim) {
+    : ctx_(ctx), c_(ctx.config), q_dim_(c_.num_heads * c_.head_dim), kv_dim_(c_.num_kv_heads * c_.head_dim),
+      eps_(static_cast<float>(c_.rms_norm_eps)), use_graphs_(graphs_enabled()) {
     if (c_.attention != AttentionType::gqa || c_.attention_bias || c_.num_shared_experts > 0 ||
         c_.activation != Activation::swiglu || c_.expert_bias)
         fail("the CUDA backend runs qwen3_moe, mixtral and olmoe models so far, not ", to_string(c_.family));
@@ -131,10 +107,14 @@ GpuDecoder::GpuDecoder(const engine::ModelContext& ctx)
     if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) fail("CUDA backend: no CUDA device is available");
     stream_owner_ = std::make_unique<Stream>();
     stream_ = *stream_owner_;
-    const int64_t H = c_.hidden_size, E = c_.num_experts, K = c_.experts_per_token;
+    upload_weights();
+    allocate_activations();
+}
 
+void GpuDecoder::upload_weights() {
+    const int64_t H = c_.hidden_size, E = c_.num_experts;
     // weights.bin, whole: each tensor keeps its offset
-    const engine::DenseWeights& w = ctx.weights;
+    const engine::DenseWeights& w = ctx_.weights;
     host_base_ = w.base();
     weights_ = DeviceMemory(w.bytes(), "weights.bin");
     check_cuda(cudaMemcpy(weights_.get(), host_base_, w.bytes(), cudaMemcpyHostToDevice), "uploading weights.bin");
@@ -147,18 +127,16 @@ GpuDecoder::GpuDecoder(const engine::ModelContext& ctx)
         return device_matrix(d);
     };
     auto vec = [&](const float* host) { return reinterpret_cast<const float*>(weights_.get() + (reinterpret_cast<const std::byte*>(host) - host_base_)); };
-    embed_host_ = w.matrix("embed_tokens.weight", c_.vocab_size, H);
-    head_ = on_device(w.has("lm_head.weight") || !c_.tie_word_embeddings ? w.matrix("lm_head.weight", c_.vocab_size, H)
-                                                                           : embed_host_);
+    const WeightMatrix embed = w.matrix("embed_tokens.weight", c_.vocab_size, H);
+    embed_ = on_device(embed);
+    head_ = on_device(w.has("lm_head.weight") || !c_.tie_word_embeddings ? w.matrix("lm_head.weight", c_.vocab_size, H) : embed);
     final_norm_ = vec(w.vector("norm.weight", H));
 
-    // every expert block of every MoE layer
     const int64_t moe_layers = c_.num_moe_layers();
-    const uint64_t stride = moe_layers > 0 ? ctx.experts->layout().stride : 0;
+    const uint64_t stride = moe_layers > 0 ? ctx_.experts->layout().stride : 0;
     experts_ = DeviceMemory(static_cast<size_t>(moe_layers * E) * stride, "the experts");
     int64_t next_block = 0;
     for (int64_t l = 0; l < c_.num_layers; ++l) {
-        const LayerDesc& d = c_.layers[static_cast<size_t>(l)];
         Layer ly;
         ly.input_norm = vec(w.vector(layer_name(l, "input_layernorm.weight"), H));
         ly.post_norm = vec(w.vector(layer_name(l, "post_attention_layernorm.weight"), H));
@@ -173,26 +151,10 @@ GpuDecoder::GpuDecoder(const engine::ModelContext& ctx)
             ly.q_norm = vec(w.vector(layer_name(l, "self_attn.q_norm.weight"), q_dim_));
             ly.k_norm = vec(w.vector(layer_name(l, "self_attn.k_norm.weight"), kv_dim_));
         }
-        ly.moe = d.ffn == FfnKind::moe;
+        ly.moe = c_.layers[static_cast<size_t>(l)].ffn == FfnKind::moe;
         if (ly.moe) {
             ly.router = on_device(w.matrix(layer_name(l, "mlp.router.weight"), E, H));
-            engine::ExpertStore& store = *ctx.experts;
-            const int64_t chunk = store.slots();
-            std::vector<int32_t> ids;
-            std::vector<const std::byte*> blocks;
-            for (int64_t first = 0; first < E; first += chunk) {
-                const int64_t count = std::min(chunk, E - first);
-                ids.resize(static_cast<size_t>(count));
-                blocks.resize(static_cast<size_t>(count));
-                for (int64_t i = 0; i < count; ++i) ids[static_cast<size_t>(i)] = static_cast<int32_t>(first + i);
-                store.acquire(l, ids, blocks);
-                if (first == 0) ly.experts = experts_.get() + static_cast<uint64_t>(next_block) * stride;
-                for (int64_t i = 0; i < count; ++i) {
-                    std::byte* dst = experts_.get() + static_cast<uint64_t>(next_block++) * stride;
-                    check_cuda(cudaMemcpy(dst, blocks[static_cast<size_t>(i)], stride, cudaMemcpyHostToDevice), "uploading experts");
-                }
-                store.release_all();
-            }
+            upload_experts(l, ly, next_block);
         } else {
             ly.gate = on_device(w.matrix(layer_name(l, "mlp.gate_proj.weight"), c_.intermediate_size, H));
             ly.up = on_device(w.matrix(layer_name(l, "mlp.up_proj.weight"), c_.intermediate_size, H));
@@ -200,114 +162,185 @@ GpuDecoder::GpuDecoder(const engine::ModelContext& ctx)
         }
         layers_.push_back(std::move(ly));
     }
-
-    kv_ = DeviceMemory(static_cast<size_t>(2 * c_.num_layers * ctx.kv.context() * kv_dim_) * sizeof(float), "the KV cache");
     const engine::Rope rope(c_);
     inv_freq_ = DeviceMemory(rope.inv_freq().size() * sizeof(float), "RoPE table");
     check_cuda(cudaMemcpy(inv_freq_.get(), rope.inv_freq().data(), rope.inv_freq().size() * sizeof(float),
                           cudaMemcpyHostToDevice), "uploading the RoPE table");
+    rope_ = RopeTable{rope.rotary_dim(), rope.style() == RopeStyle::interleaved, inv_freq_.get<float>()};
+}
 
+// Every expert block of the layer, through the store's slots, to consecutive blocks of experts_.
+void GpuDecoder::upload_experts(int64_t l, Layer& ly, int64_t& next_block) {
+    engine::ExpertStore& store = *ctx_.experts;
+    const auto& layout = store.layout();
+    const uint64_t stride = layout.stride;
+    const std::byte* first_block = experts_.get() + static_cast<uint64_t>(next_block) * stride;
+    const int64_t E = c_.num_experts, chunk = store.slots();
+    std::vector<int32_t> ids;
+    std::vector<const std::byte*> blocks;
+    for (int64_t first = 0; first < E; first += chunk) {
+        const int64_t count = std::min(chunk, E - first);
+        ids.resize(static_cast<size_t>(count));
+        blocks.resize(static_cast<size_t>(count));
+        for (int64_t i = 0; i < count; ++i) ids[static_cast<size_t>(i)] = static_cast<int32_t>(first + i);
+        store.acquire(l, ids, blocks);
+        for (int64_t i = 0; i < count; ++i) {
+            std::byte* dst = experts_.get() + static_cast<uint64_t>(next_block++) * stride;
+            check_cuda(cudaMemcpy(dst, blocks[static_cast<size_t>(i)], stride, cudaMemcpyHostToDevice), "uploading experts");
+        }
+        store.release_all();
+    }
+    auto record = [&](uint64_t offset, const pack::MatrixLayout& m) {
+        return device_matrix(WeightMatrix::from_record(first_block + offset, m));
+    };
+    ly.gate = record(layout.gate_offset, layout.gate);
+    ly.up = record(layout.up_offset, layout.up);
+    ly.down = record(layout.down_offset, layout.down);
+}
+
+void GpuDecoder::allocate_activations() {
+    const int64_t H = c_.hidden_size, E = c_.num_experts, K = c_.experts_per_token;
+    kv_ = DeviceMemory(static_cast<size_t>(2 * c_.num_layers * ctx_.kv.context() * kv_dim_) * sizeof(float), "the KV cache");
     const int64_t I = c_.expert_intermediate_size, F = c_.intermediate_size;
-    const int64_t floats = 3 * H + 2 * q_dim_ + 2 * kv_dim_ + E + 2 * K * I + K * H + K + 1 + 2 * F + c_.vocab_size + K;
+    const int64_t floats = 2 * H + 2 * q_dim_ + 2 * kv_dim_ + E + K * I + K + K + 2 * F + c_.vocab_size;
     scratch_ = DeviceMemory(static_cast<size_t>(floats) * sizeof(float), "activations");
     float* p = scratch_.get<float>();
     auto take = [&](int64_t n) { float* r = p; p += n; return r; };
     x_ = take(H), h_ = take(H), q_ = take(q_dim_), k_ = take(kv_dim_), v_ = take(kv_dim_), attn_ = take(q_dim_);
-    proj_ = take(H), router_logits_ = take(E), eg_ = take(K * I), eu_ = take(K * I), ey_ = take(K * H), ew_ = take(K);
-    one_ = take(1), dg_ = take(F), du_ = take(F), logits_ = take(c_.vocab_size);
+    router_logits_ = take(E), act_ = take(K * I), ew_ = take(K), dg_ = take(F), du_ = take(F), logits_ = take(c_.vocab_size);
     ids_ = reinterpret_cast<int32_t*>(take(K));
-    const float one = 1.0f;
-    check_cuda(cudaMemcpy(one_, &one, sizeof one, cudaMemcpyHostToDevice), "constant");
-    host_x_.resize(static_cast<size_t>(H));
+    attention_workspace_ = DeviceMemory(attention_workspace_bytes(1, c_.num_heads, c_.head_dim, ctx_.kv.context()),
+                                        "attention workspace");
+    io_ = DeviceMemory(2 * sizeof(int32_t), "token and position");
+    io_host_ = PinnedMemory(2 * sizeof(int32_t), "token and position (host)");
+    logits_host_ = PinnedMemory(static_cast<size_t>(c_.vocab_size) * sizeof(float), "logits (host)");
+
+    h_in_ = VectorInput(h_, 1, H);
+    attn_in_ = VectorInput(attn_, 1, q_dim_);
+    act_in_ = VectorInput(act_, K, I);
+    dense_act_in_ = VectorInput(dg_, 1, F);
+    h_in_.serve(head_);
+    for (const Layer& l : layers_) {
+        for (const DeviceMatrix* m : {&l.q, &l.k, &l.v}) h_in_.serve(*m);
+        attn_in_.serve(l.o);
+        if (l.moe) {
+            h_in_.serve(l.router);
+            h_in_.serve(l.gate);
+            act_in_.serve(l.down);
+        } else {
+            h_in_.serve(l.gate);
+            h_in_.serve(l.up);
+            dense_act_in_.serve(l.down);
+        }
+    }
 }
 
-void GpuDecoder::add_to_residual(const float* y) { moe_combine(x_, y, one_, 1, 1, c_.hidden_size, stream_); }
-
-void GpuDecoder::attention_block(const Layer& l, int64_t layer, int64_t position) {
-    const int64_t H = c_.hidden_size, D = c_.head_dim;
-    const float eps = static_cast<float>(c_.rms_norm_eps);
-    rms_norm(x_, h_, 1, H, l.input_norm, eps, stream_);
-    gemv(l.q, h_, 1, q_, stream_);
-    gemv(l.k, h_, 1, k_, stream_);
-    gemv(l.v, h_, 1, v_, stream_);
-    if (c_.qk_norm == QkNorm::per_head) {
-        rms_norm(q_, q_, c_.num_heads, D, l.q_norm, eps, stream_);
-        rms_norm(k_, k_, c_.num_kv_heads, D, l.k_norm, eps, stream_);
-    } else if (c_.qk_norm == QkNorm::full_width) {
-        rms_norm(q_, q_, 1, q_dim_, l.q_norm, eps, stream_);
-        rms_norm(k_, k_, 1, kv_dim_, l.k_norm, eps, stream_);
+// One launch per run of neighbours of one encoding (the usual q, k, v: one launch).
+void GpuDecoder::products(std::initializer_list<GemvProduct> list, VectorInput& in, GemvOutput output) {
+    const GemvProduct* p = list.begin();
+    while (p != list.end()) {
+        const GemvProduct* end = p + 1;
+        while (end != list.end() && end - p < kMaxGemvProducts && end->w.format == p->w.format && end->w.bits == p->w.bits &&
+               end->w.group_size == p->w.group_size)
+            ++end;
+        in.prepare(p->w, stream_);
+        gemv(p, static_cast<int>(end - p), in(p->w), 1, output, stream_);
+        p = end;
     }
-    const bool interleaved = c_.rope.style == RopeStyle::interleaved;
-    rope(q_, 1, c_.num_heads, D, c_.rope.rotary_dim, interleaved, inv_freq_.get<float>(), position, stream_);
-    rope(k_, 1, c_.num_kv_heads, D, c_.rope.rotary_dim, interleaved, inv_freq_.get<float>(), position, stream_);
+}
+
+void GpuDecoder::attention_block(const Layer& l, int64_t layer) {
+    const int64_t H = c_.hidden_size, D = c_.head_dim;
+    const int32_t* position = io_.get<int32_t>() + 1;
+    rms_norm(x_, h_, 1, H, l.input_norm, eps_, stream_);
+    h_in_.changed();
+    products({{l.q, q_}, {l.k, k_}, {l.v, v_}}, h_in_, GemvOutput::store);
+    const bool per_head = c_.qk_norm == QkNorm::per_head;
+    if (c_.qk_norm == QkNorm::full_width) {
+        rms_norm(q_, q_, 1, q_dim_, l.q_norm, eps_, stream_);
+        rms_norm(k_, k_, 1, kv_dim_, l.k_norm, eps_, stream_);
+    }
     float* kc = kv(layer, 0);
     float* vc = kv(layer, 1);
-    check_cuda(cudaMemcpyAsync(kc + position * kv_dim_, k_, static_cast<size_t>(kv_dim_) * 4, cudaMemcpyDeviceToDevice, stream_), "KV write");
-    check_cuda(cudaMemcpyAsync(vc + position * kv_dim_, v_, static_cast<size_t>(kv_dim_) * 4, cudaMemcpyDeviceToDevice, stream_), "KV write");
+    attention_prologue(q_, k_, v_, 1, c_.num_heads, c_.num_kv_heads, D, per_head ? l.q_norm : nullptr,
+                       per_head ? l.k_norm : nullptr, eps_, rope_, position, kc, vc, stream_);
     const int64_t window =
         c_.layers[static_cast<size_t>(layer)].attention == AttentionKind::sliding ? c_.sliding_window : 0;
-    attention(q_, kc, vc, attn_, 1, position, c_.num_heads, c_.num_kv_heads, D, window, stream_);
-    gemv(l.o, attn_, 1, proj_, stream_);
-    add_to_residual(proj_);
-    rms_norm(x_, h_, 1, H, l.post_norm, eps, stream_);
+    attention(q_, kc, vc, attn_, 1, position, c_.num_heads, c_.num_kv_heads, D, window, ctx_.kv.context(),
+              attention_workspace_.get<float>(), stream_);
+    attn_in_.changed();
+    products({{l.o, x_}}, attn_in_, GemvOutput::add);
+    rms_norm(x_, h_, 1, H, l.post_norm, eps_, stream_);
+    h_in_.changed();
 }
 
 void GpuDecoder::dense_block(const Layer& l) {
-    const int64_t F = c_.intermediate_size;
-    gemv(l.gate, h_, 1, dg_, stream_);
-    gemv(l.up, h_, 1, du_, stream_);
-    swiglu(dg_, du_, dg_, F, stream_);
-    gemv(l.down, dg_, 1, proj_, stream_);
-    add_to_residual(proj_);
+    products({{l.gate, dg_}, {l.up, du_}}, h_in_, GemvOutput::store);
+    swiglu(dg_, du_, dg_, c_.intermediate_size, stream_);
+    dense_act_in_.changed();
+    products({{l.down, x_}}, dense_act_in_, GemvOutput::add);
 }
 
 void GpuDecoder::moe_block(const Layer& l) {
-    const int64_t H = c_.hidden_size, I = c_.expert_intermediate_size, E = c_.num_experts, K = c_.experts_per_token;
-    gemv(l.router, h_, 1, router_logits_, stream_);
+    const int64_t E = c_.num_experts, K = c_.experts_per_token;
+    products({{l.router, router_logits_}}, h_in_, GemvOutput::store);
     route(router_logits_, 1, E, K,
           c_.routing.function == RoutingFunction::softmax_topk ? RouteFunction::softmax_topk : RouteFunction::topk_softmax,
           c_.routing.normalize_topk, static_cast<float>(c_.routing.scaling_factor), ids_, ew_, stream_);
-    // the chosen experts' products, each matrix kind in one launch that reads the ids on the GPU
-    const auto& layout = ctx_.experts->layout();
-    const auto stride = static_cast<int64_t>(layout.stride);
-    auto record = [&](uint64_t offset, const pack::MatrixLayout& m) {
-        return device_matrix(WeightMatrix::from_record(l.experts + offset, m));
-    };
-    gemv_experts(record(layout.gate_offset, layout.gate), stride, ids_, K, h_, 0, 1, eg_, stream_);
-    gemv_experts(record(layout.up_offset, layout.up), stride, ids_, K, h_, 0, 1, eu_, stream_);
-    swiglu(eg_, eu_, eg_, K * I, stream_);
-    gemv_experts(record(layout.down_offset, layout.down), stride, ids_, K, eg_, I, 1, ey_, stream_);
-    moe_combine(x_, ey_, ew_, 1, K, H, stream_);
+    const auto stride = static_cast<int64_t>(ctx_.experts->layout().stride);
+    h_in_.prepare(l.gate, stream_);
+    expert_gate_up(l.gate, l.up, stride, ids_, K, h_in_(l.gate), act_, stream_);
+    act_in_.changed();
+    act_in_.prepare(l.down, stream_);
+    expert_down_add(l.down, stride, ids_, ew_, K, act_in_(l.down), x_, stream_);
 }
 
-void GpuDecoder::token(int32_t id, int64_t position, float* logits) {
-    const int64_t H = c_.hidden_size;
-    engine::decode_row(embed_host_, id, host_x_.data());
-    check_cuda(cudaMemcpyAsync(x_, host_x_.data(), static_cast<size_t>(H) * 4, cudaMemcpyHostToDevice, stream_), "embedding");
+void GpuDecoder::enqueue_token(bool logits) {
+    check_cuda(cudaMemcpyAsync(io_.get(), io_host_.get(), 2 * sizeof(int32_t), cudaMemcpyHostToDevice, stream_), "token");
+    embed_rows(embed_, io_.get<int32_t>(), 1, x_, stream_);
     for (int64_t l = 0; l < c_.num_layers; ++l) {
         const Layer& ly = layers_[static_cast<size_t>(l)];
-        attention_block(ly, l, position);
+        attention_block(ly, l);
         if (ly.moe)
             moe_block(ly);
         else
             dense_block(ly);
     }
-    if (logits) {
-        rms_norm(x_, h_, 1, H, final_norm_, static_cast<float>(c_.rms_norm_eps), stream_);
-        gemv(head_, h_, 1, logits_, stream_);
-        check_cuda(cudaMemcpyAsync(logits, logits_, static_cast<size_t>(c_.vocab_size) * 4, cudaMemcpyDeviceToHost, stream_),
-                   "logits");
-        check_cuda(cudaStreamSynchronize(stream_), "forward");
+    if (!logits) return;
+    rms_norm(x_, h_, 1, c_.hidden_size, final_norm_, eps_, stream_);
+    h_in_.changed();
+    products({{head_, logits_}}, h_in_, GemvOutput::store);
+    check_cuda(cudaMemcpyAsync(logits_host_.get(), logits_, static_cast<size_t>(c_.vocab_size) * 4, cudaMemcpyDeviceToHost, stream_),
+               "logits");
+}
+
+void GpuDecoder::run_token(bool logits) {
+    if (use_graphs_) {
+        CapturedGraph& graph = graphs_[logits ? 1 : 0];
+        if (!graph.ready()) graph.capture(stream_, [&] { enqueue_token(logits); });
+        graph.launch(stream_);
+    } else {
+        enqueue_token(logits);
     }
+    check_cuda(cudaStreamSynchronize(stream_), "forward");
 }
 
 void GpuDecoder::forward(std::span<const int32_t> tokens, int64_t position, bool all_logits, float* logits) {
     const auto n = static_cast<int64_t>(tokens.size());
+    if (position < 0 || position + n > ctx_.kv.context())
+        fail("CUDA: positions ", position, " to ", position + n, " do not fit a context of ", ctx_.kv.context());
+    auto* io = io_host_.get<int32_t>();
     for (int64_t t = 0; t < n; ++t) {
+        const int32_t id = tokens[static_cast<size_t>(t)];
+        if (id < 0 || id >= c_.vocab_size) fail("token id ", id, " is outside the vocabulary of ", c_.vocab_size);
         const bool wanted = all_logits || t == n - 1;
-        token(tokens[static_cast<size_t>(t)], position + t, wanted ? logits + (all_logits ? t * c_.vocab_size : 0) : nullptr);
+        io[0] = id;
+        io[1] = static_cast<int32_t>(position + t);
+        run_token(wanted);
+        if (wanted)
+            std::memcpy(logits + (all_logits ? t * c_.vocab_size : 0), logits_host_.get(),
+                        static_cast<size_t>(c_.vocab_size) * sizeof(float));
     }
-    check_cuda(cudaStreamSynchronize(stream_), "forward");
 }
 
 void GpuDecoder::context_to_host(int64_t positions) {

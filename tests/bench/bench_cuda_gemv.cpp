@@ -1,7 +1,9 @@
-// GEMV microbenchmark on the GPU: the decode product of shaders/gemv.cu for the reference
-// model's shapes and encodings, weights cycled through a set larger than L2 so that they
-// come from HBM; prints microseconds per product, the weight bytes' GB/s and their ratio
-// to the device-to-device copy bandwidth measured first. For benchmarks only.
+// Decode-product microbenchmark on the GPU: shaders/gemv.cu for the reference model's shapes
+// and encodings, and the routed experts' kernels (expert_gate_up, expert_down_add: top-8 of
+// 128 experts of 768 x 2048), weights cycled through a set larger than L2 so that they come
+// from HBM; prints microseconds per call launched one by one on a stream and replayed from
+// a CUDA graph, the weight bytes' GB/s (graph) and their ratio to the device-to-device copy
+// bandwidth measured first. For benchmarks only.
 #include <CLI/CLI.hpp>
 #include <cuda_runtime_api.h>
 
@@ -23,22 +25,48 @@ struct Shape {
     int64_t rows, cols;
 };
 
-// Seconds per call of fn, from cudaEvents around `reps` calls after a warm-up.
+// Seconds per call of fn(stream), from cudaEvents around `reps` calls after a warm-up:
+// launched one by one, or (graph) captured once and replayed.
 template <typename Fn>
-double time_per_call(int reps, Fn fn) {
-    fn();
+double time_per_call(int reps, bool graph, Fn fn) {
+    cudaStream_t stream;
+    check_cuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
+    cudaGraphExec_t exec = nullptr;
+    if (graph) {
+        cudaGraph_t g;
+        check_cuda(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "capture");
+        for (int i = 0; i < reps; ++i) fn(stream);
+        check_cuda(cudaStreamEndCapture(stream, &g), "capture");
+        check_cuda(cudaGraphInstantiate(&exec, g, 0), "instantiate");
+        cudaGraphDestroy(g);
+    }
+    auto run = [&] {
+        if (graph)
+            check_cuda(cudaGraphLaunch(exec, stream), "graph launch");
+        else
+            for (int i = 0; i < reps; ++i) fn(stream);
+    };
+    run();
     cudaEvent_t start, stop;
     check_cuda(cudaEventCreate(&start), "event");
     check_cuda(cudaEventCreate(&stop), "event");
-    check_cuda(cudaEventRecord(start), "record");
-    for (int i = 0; i < reps; ++i) fn();
-    check_cuda(cudaEventRecord(stop), "record");
+    check_cuda(cudaEventRecord(start, stream), "record");
+    run();
+    check_cuda(cudaEventRecord(stop, stream), "record");
     check_cuda(cudaEventSynchronize(stop), "sync");
     float ms = 0;
     check_cuda(cudaEventElapsedTime(&ms, start, stop), "elapsed");
     cudaEventDestroy(start);
     cudaEventDestroy(stop);
+    if (exec) cudaGraphExecDestroy(exec);
+    cudaStreamDestroy(stream);
     return ms / 1e3 / reps;
+}
+
+void print_row(const char* name, int bits, int64_t inputs, double stream_s, double graph_s, double bytes, double hbm) {
+    const double gbs = bytes / graph_s;
+    std::printf("%-20s %5d %6lld %10.2f %10.2f %8.0f %7.0f%%\n", name, bits, static_cast<long long>(inputs), stream_s * 1e6,
+                graph_s * 1e6, gbs / 1e9, 100.0 * gbs / hbm);
 }
 
 }  // namespace
@@ -54,12 +82,21 @@ int main(int argc, char** argv) try {
     void *a = nullptr, *b = nullptr;
     check_cuda(cudaMalloc(&a, copy_bytes), "malloc");
     check_cuda(cudaMalloc(&b, copy_bytes), "malloc");
-    const double copy_s = time_per_call(10, [&] { check_cuda(cudaMemcpy(b, a, copy_bytes, cudaMemcpyDeviceToDevice), "copy"); });
+    const double copy_s = time_per_call(10, false, [&](cudaStream_t stream) {
+        check_cuda(cudaMemcpyAsync(b, a, copy_bytes, cudaMemcpyDeviceToDevice, stream), "copy");
+    });
     const double hbm = 2.0 * static_cast<double>(copy_bytes) / copy_s;   // read + write
     cudaFree(a);
     cudaFree(b);
     std::printf("device-to-device copy: %.0f GB/s (read + write)\n", hbm / 1e9);
-    std::printf("%-16s %5s %6s %12s %10s %8s\n", "shape", "bits", "inputs", "us/product", "GB/s", "of copy");
+    std::printf("%-20s %5s %6s %10s %10s %8s %8s\n", "shape", "bits", "inputs", "us stream", "us graph", "GB/s", "of copy");
+    using namespace moepack::cuda;
+    void *x = nullptr, *y = nullptr, *xq = nullptr;
+    const int64_t most = 151936 * 2048;
+    check_cuda(cudaMalloc(&x, static_cast<size_t>(inputs) * 8192 * 4), "malloc");
+    check_cuda(cudaMalloc(&y, static_cast<size_t>(inputs * most / 2048) * 4), "malloc");
+    check_cuda(cudaMemset(x, 0, static_cast<size_t>(inputs) * 8192 * 4), "memset");
+    check_cuda(cudaMalloc(&xq, quantized_input_bytes(inputs, 8192, 64)), "malloc");
 
     const Shape shapes[] = {{"expert_gate_up", 768, 2048}, {"expert_down", 2048, 768}, {"attn_q", 4096, 2048},
                             {"lm_head", 151936, 2048}};
@@ -72,27 +109,81 @@ int main(int argc, char** argv) try {
             void* weights = nullptr;
             check_cuda(cudaMalloc(&weights, stride * count), "malloc");
             check_cuda(cudaMemset(weights, 0x1f, stride * count), "memset");   // small finite bf16 values
-            void *x = nullptr, *y = nullptr;
-            check_cuda(cudaMalloc(&x, static_cast<size_t>(inputs * s.cols) * 4), "malloc");
-            check_cuda(cudaMalloc(&y, static_cast<size_t>(inputs * s.rows) * 4), "malloc");
-            check_cuda(cudaMemset(x, 0, static_cast<size_t>(inputs * s.cols) * 4), "memset");
-            std::vector<moepack::cuda::DeviceMatrix> mats;
+            std::vector<DeviceMatrix> mats;
             for (size_t i = 0; i < count; ++i)
-                mats.push_back(moepack::cuda::device_matrix(moepack::engine::WeightMatrix::from_record(
+                mats.push_back(device_matrix(moepack::engine::WeightMatrix::from_record(
                     static_cast<const std::byte*>(weights) + i * stride, layout)));
-            size_t next = 0;
+            QuantizedInput q;
+            ProductInput in{static_cast<const float*>(x), nullptr};
+            if (bits != 16) {
+                q = quantized_input_in(xq, inputs, s.cols, 64, bits);
+                quantize_input(static_cast<const float*>(x), q, nullptr);
+                in.quantized = &q;
+            }
             const int reps = static_cast<int>(std::max<size_t>(20, 3 * count));
-            const double t = time_per_call(reps, [&] {
-                moepack::cuda::gemv(mats[next], static_cast<const float*>(x), inputs, static_cast<float*>(y), nullptr);
-                next = (next + 1) % count;
-            });
-            const double gbs = static_cast<double>(layout.bytes()) / t;
-            std::printf("%-16s %5d %6lld %12.2f %10.0f %7.0f%%\n", s.name, bits, static_cast<long long>(inputs), t * 1e6,
-                        gbs / 1e9, 100.0 * gbs / hbm);
+            double t[2];
+            for (bool graph : {false, true}) {
+                size_t next = 0;
+                t[graph] = time_per_call(reps, graph, [&](cudaStream_t stream) {
+                    gemv(mats[next], in, inputs, static_cast<float*>(y), GemvOutput::store, stream);
+                    next = (next + 1) % count;
+                });
+            }
+            print_row(s.name, bits, inputs, t[0], t[1], static_cast<double>(layout.bytes()), hbm);
             cudaFree(weights);
-            cudaFree(x);
-            cudaFree(y);
         }
+
+    // the routed experts of one token: top-8 of 128 blocks of gate, up and down (4-bit)
+    for (int bits : {4, 8}) {
+        const auto gu = moepack::pack::matrix_layout(768, 2048, bits, 64), down = moepack::pack::matrix_layout(2048, 768, bits, 64);
+        const size_t up_at = (gu.bytes() + 4095) / 4096 * 4096, down_at = 2 * up_at;
+        const size_t stride = (down_at + down.bytes() + 4095) / 4096 * 4096;
+        const size_t layers = std::max<size_t>(1, static_cast<size_t>(set_mb) * 1000000 / (128 * stride));
+        void* table = nullptr;
+        check_cuda(cudaMalloc(&table, stride * 128 * layers), "malloc");
+        check_cuda(cudaMemset(table, 0x1f, stride * 128 * layers), "memset");
+        std::vector<int32_t> ids(8 * layers);
+        for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((i * 37 + i / 8 * 11) % 128);
+        void *ids_dev = nullptr, *weights = nullptr, *act = nullptr, *act_q = nullptr, *h_q = nullptr;
+        check_cuda(cudaMalloc(&ids_dev, ids.size() * 4), "malloc");
+        check_cuda(cudaMemcpy(ids_dev, ids.data(), ids.size() * 4, cudaMemcpyHostToDevice), "copy");
+        check_cuda(cudaMalloc(&weights, 8 * 4), "malloc");
+        check_cuda(cudaMemset(weights, 0, 8 * 4), "memset");
+        check_cuda(cudaMalloc(&act, 8 * 768 * 4), "malloc");
+        check_cuda(cudaMemset(act, 0, 8 * 768 * 4), "memset");
+        check_cuda(cudaMalloc(&act_q, quantized_input_bytes(8, 768, 64)), "malloc");
+        check_cuda(cudaMalloc(&h_q, quantized_input_bytes(1, 2048, 64)), "malloc");
+        const QuantizedInput hq = quantized_input_in(h_q, 1, 2048, 64, bits), aq = quantized_input_in(act_q, 8, 768, 64, bits);
+        quantize_input(static_cast<const float*>(x), hq, nullptr);
+        quantize_input(static_cast<const float*>(act), aq, nullptr);
+        const int reps = static_cast<int>(std::max<size_t>(20, 3 * layers));
+        auto block = [&](size_t layer) { return static_cast<const std::byte*>(table) + layer * 128 * stride; };
+        double t[2][2];
+        for (bool graph : {false, true}) {
+            size_t next = 0;
+            t[0][graph] = time_per_call(reps, graph, [&](cudaStream_t stream) {
+                const std::byte* blocks = block(next);
+                expert_gate_up(device_matrix(moepack::engine::WeightMatrix::from_record(blocks, gu)),
+                               device_matrix(moepack::engine::WeightMatrix::from_record(blocks + up_at, gu)), static_cast<int64_t>(stride),
+                               static_cast<const int32_t*>(ids_dev) + 8 * next, 8, ProductInput{static_cast<const float*>(x), &hq},
+                               static_cast<float*>(act), stream);
+                next = (next + 1) % layers;
+            });
+            next = 0;
+            t[1][graph] = time_per_call(reps, graph, [&](cudaStream_t stream) {
+                const std::byte* blocks = block(next);
+                expert_down_add(device_matrix(moepack::engine::WeightMatrix::from_record(blocks + down_at, down)),
+                                static_cast<int64_t>(stride), static_cast<const int32_t*>(ids_dev) + 8 * next,
+                                static_cast<const float*>(weights), 8, ProductInput{static_cast<const float*>(act), &aq},
+                                static_cast<float*>(y), stream);
+                next = (next + 1) % layers;
+            });
+        }
+        print_row("top8 gate+up", bits, 1, t[0][0], t[0][1], 16.0 * static_cast<double>(gu.bytes()), hbm);
+        print_row("top8 down+add", bits, 1, t[1][0], t[1][1], 8.0 * static_cast<double>(down.bytes()), hbm);
+        for (void* p : {table, ids_dev, weights, act, act_q, h_q}) cudaFree(p);
+    }
+    for (void* p : {x, y, xq}) cudaFree(p);
     return 0;
 } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_cuda_gemv: error: %s\n", e.what());

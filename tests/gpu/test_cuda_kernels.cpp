@@ -1,18 +1,21 @@
-// The CUDA kernels (shaders/: gemv and gemv_experts, rms_norm, swiglu, rope, attention,
-// route, moe_combine) against their CPU twins on random data, on shapes that are whole
+// The CUDA kernels (shaders/: quantize_input, gemv, expert_gate_up / expert_down_add,
+// rms_norm, swiglu, attention_prologue, attention, route, embed_rows) against their CPU twins on random data, on shapes that are whole
 // multiples of every tile and on awkward ones (1 row, odd rows, columns that end mid-group
 // and mid-word, a hidden size of 2049). Outputs are poisoned (NaN) before each run. Needs a GPU: the
 // tests carry the ctest label "gpu" and tools/run-tests.sh leaves them out.
 //
-// gemv bound: against a float64 reference of the decoded weights, every output is a float32
+// gemv bound: against a float64 reference (affine rows: of the int8 products the kernels
+// define, the quantisation checked separately), every output is a float32
 // sum of at most cols terms per lane chain plus the warp reduction, so with
 // A = sum_c (|q_c s_g| + |b_g|) |x_c| (sum |w||x| for float weights) and u = 2^-24:
 // |error| <= (cols + 64) u A.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -80,11 +83,12 @@ struct Matrix {
     int bits, group;
     std::vector<std::byte> bytes;
     std::vector<double> value, magnitude;   // [rows, cols]
+    std::vector<uint32_t> code;             // affine: [rows, cols]
     pack::MatrixLayout layout;
 };
 
 Matrix random_matrix(std::mt19937& rng, engine::WeightFormat format, int64_t rows, int64_t cols, int bits, int group) {
-    Matrix m{format, rows, cols, bits, group, {}, {}, {}, {}};
+    Matrix m{format, rows, cols, bits, group, {}, {}, {}, {}, {}};
     const auto n = static_cast<size_t>(rows * cols);
     m.value.resize(n);
     m.magnitude.resize(n);
@@ -96,6 +100,7 @@ Matrix random_matrix(std::mt19937& rng, engine::WeightFormat format, int64_t row
         auto* scales = reinterpret_cast<uint16_t*>(m.bytes.data() + m.layout.scales_offset());
         auto* biases = reinterpret_cast<uint16_t*>(m.bytes.data() + m.layout.biases_offset());
         std::uniform_int_distribution<uint32_t> code(0, (1u << bits) - 1);
+        m.code.resize(n);
         std::uniform_real_distribution<float> sd(-0.05f, 0.05f);
         for (int64_t i = 0; i < rows * groups; ++i) {
             scales[i] = float_to_bf16(sd(rng));
@@ -104,6 +109,7 @@ Matrix random_matrix(std::mt19937& rng, engine::WeightFormat format, int64_t row
         for (int64_t r = 0; r < rows; ++r)
             for (int64_t c = 0; c < cols; ++c) {
                 const uint32_t q = code(rng);
+                m.code[static_cast<size_t>(r * cols + c)] = q;
                 codes[r * words + c * bits / 32] |= q << (c * bits % 32);
                 const double s = bf16_to_float(scales[r * groups + c / group]), b = bf16_to_float(biases[r * groups + c / group]);
                 m.value[static_cast<size_t>(r * cols + c)] = q * s + b;
@@ -144,19 +150,126 @@ struct Shape {
 };
 const Shape kShapes[] = {{1, 32}, {7, 100}, {33, 2048}, {130, 96}, {768, 2048}, {2048, 768}, {5, 4100}, {3, 17}};
 
+// x quantised per group as quantize_input does it (the CPU decode kernels' rule), in
+// natural order, with each group's scale and float sum.
+struct HostQuantized {
+    std::vector<int8_t> q;         // [n, groups * group]
+    std::vector<float> scales;     // [n, groups]
+    std::vector<double> sums;      // [n, groups]
+};
+
+HostQuantized quantize_host(const std::vector<float>& x, int64_t n, int64_t cols, int group) {
+    const int64_t groups = (cols + group - 1) / group;
+    HostQuantized h{std::vector<int8_t>(static_cast<size_t>(n * groups * group), 0), std::vector<float>(static_cast<size_t>(n * groups), 0.0f),
+                    std::vector<double>(static_cast<size_t>(n * groups), 0.0)};
+    for (int64_t t = 0; t < n; ++t)
+        for (int64_t g = 0; g < groups; ++g) {
+            const auto i = static_cast<size_t>(t * groups + g);
+            float largest = 0;
+            for (int64_t c = g * group; c < std::min<int64_t>(cols, (g + 1) * group); ++c) {
+                const float v = x[static_cast<size_t>(t * cols + c)];
+                largest = std::max(largest, std::abs(v));
+                h.sums[i] += v;
+            }
+            const float scale = largest > 0 ? largest / 127.0f : 0.0f;
+            h.scales[i] = scale;
+            const float inv = scale != 0 ? 1.0f / scale : 0.0f;
+            for (int64_t c = g * group; c < std::min<int64_t>(cols, (g + 1) * group); ++c) {
+                const float v = std::min(std::max(x[static_cast<size_t>(t * cols + c)] * inv, -127.0f), 127.0f);
+                h.q[static_cast<size_t>(t * groups * group + c)] = static_cast<int8_t>(std::nearbyint(v));
+            }
+        }
+    return h;
+}
+
+// The input of products with m on the GPU: x, and for affine m its quantisation.
+class DeviceInput {
+public:
+    DeviceInput(const Matrix& m, const std::vector<float>& x, int64_t n)
+        : x_(x), q_(m.format == engine::WeightFormat::affine ? quantized_input_bytes(n, m.cols, m.group) : 1) {
+        in_.x = x_.as<float>();
+        if (m.format == engine::WeightFormat::affine) {
+            quantized_ = quantized_input_in(q_.as<std::byte>(), n, m.cols, m.group, m.bits);
+            quantize_input(x_.as<float>(), quantized_, nullptr);
+            in_.quantized = &quantized_;
+        }
+    }
+    const ProductInput& get() const { return in_; }
+    const QuantizedInput& quantized() const { return quantized_; }
+
+private:
+    DeviceBuffer x_, q_;
+    QuantizedInput quantized_;
+    ProductInput in_;
+};
+
+// Reference of row r of m times input t, and the magnitude A of its terms (error bound
+// (cols + 64) u A): affine rows against the quantised input (sum over groups of
+// scale_w scale_x sum(q xq) + bias_w sum(x)), float rows against x.
+std::pair<double, double> reference_dot(const Matrix& m, int64_t r, const std::vector<float>& x, const HostQuantized& hq,
+                                        int64_t t) {
+    double ref = 0, a = 0;
+    if (m.format != engine::WeightFormat::affine) {
+        for (int64_t c = 0; c < m.cols; ++c) {
+            const auto i = static_cast<size_t>(r * m.cols + c);
+            ref += m.value[i] * x[static_cast<size_t>(t * m.cols + c)];
+            a += m.magnitude[i] * std::abs(x[static_cast<size_t>(t * m.cols + c)]);
+        }
+        return {ref, a};
+    }
+    const int64_t groups = (m.cols + m.group - 1) / m.group;
+    for (int64_t g = 0; g < groups; ++g) {
+        const double s = bf16_to_float(reinterpret_cast<const uint16_t*>(m.bytes.data() + m.layout.scales_offset())[r * groups + g]);
+        const double b = bf16_to_float(reinterpret_cast<const uint16_t*>(m.bytes.data() + m.layout.biases_offset())[r * groups + g]);
+        const double xs = hq.scales[static_cast<size_t>(t * groups + g)];
+        double isum = 0, iabs = 0, xabs = 0;
+        for (int64_t c = g * m.group; c < std::min<int64_t>(m.cols, (g + 1) * m.group); ++c) {
+            const auto i = static_cast<size_t>(r * m.cols + c);
+            const double q = m.code[i];
+            const double xq = hq.q[static_cast<size_t>(t * groups * m.group + c)];
+            isum += q * xq;
+            iabs += std::abs(q * xq);
+            xabs += std::abs(x[static_cast<size_t>(t * m.cols + c)]);
+        }
+        ref += s * xs * isum + b * hq.sums[static_cast<size_t>(t * groups + g)];
+        a += std::abs(s * xs) * iabs + std::abs(b) * xabs;
+    }
+    return {ref, a};
+}
+
+// The quantised input on the GPU equals the host rule: same codes (in code-plane order),
+// same scales, sums within float rounding.
+void check_quantized(const DeviceInput& in, const HostQuantized& hq, const Matrix& m, int64_t n) {
+    const QuantizedInput& q = in.quantized();
+    const int64_t padded = q.padded(), per_word = 32 / m.bits, planes = 8 / m.bits;
+    std::vector<int8_t> values(static_cast<size_t>(n * padded));
+    std::vector<float> scales(static_cast<size_t>(n * q.groups)), sums(scales.size());
+    ASSERT_EQ(cudaMemcpy(values.data(), q.values, values.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(scales.data(), q.scales, scales.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(sums.data(), q.sums, sums.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+    for (int64_t t = 0; t < n; ++t)
+        for (int64_t c = 0; c < padded; ++c) {
+            const int64_t i = c % per_word, at = c - i + (i % planes) * 4 + i / planes;
+            ASSERT_EQ(values[static_cast<size_t>(t * padded + at)], hq.q[static_cast<size_t>(t * padded + c)])
+                << "input " << t << " value " << c << " (" << m.bits << "-bit planes, group " << m.group << ")";
+        }
+    for (size_t i = 0; i < scales.size(); ++i) {
+        ASSERT_EQ(scales[i], hq.scales[i]) << "group " << i;
+        ASSERT_NEAR(sums[i], hq.sums[i], 1e-5 * m.group) << "group " << i;
+    }
+}
+
 void check_gemv(const Matrix& m, int64_t n, std::mt19937& rng) {
     const auto x = random_floats(rng, static_cast<size_t>(n * m.cols), 1.0f);
-    DeviceBuffer w_dev(m.bytes), x_dev(x), y_dev(static_cast<size_t>(n * m.rows) * sizeof(float));
-    gemv(device_matrix(view(m, w_dev.as<std::byte>())), x_dev.as<float>(), n, y_dev.as<float>(), nullptr);
+    const HostQuantized hq = m.format == engine::WeightFormat::affine ? quantize_host(x, n, m.cols, m.group) : HostQuantized{};
+    DeviceBuffer w_dev(m.bytes), y_dev(static_cast<size_t>(n * m.rows) * sizeof(float));
+    const DeviceInput in(m, x, n);
+    if (m.format == engine::WeightFormat::affine) check_quantized(in, hq, m, n);
+    gemv(device_matrix(view(m, w_dev.as<std::byte>())), in.get(), n, y_dev.as<float>(), GemvOutput::store, nullptr);
     const auto y = y_dev.read<float>();
     for (int64_t t = 0; t < n; ++t)
         for (int64_t r = 0; r < m.rows; ++r) {
-            double ref = 0, a = 0;
-            for (int64_t c = 0; c < m.cols; ++c) {
-                const auto i = static_cast<size_t>(r * m.cols + c);
-                ref += m.value[i] * x[static_cast<size_t>(t * m.cols + c)];
-                a += m.magnitude[i] * std::abs(x[static_cast<size_t>(t * m.cols + c)]);
-            }
+            const auto [ref, a] = reference_dot(m, r, x, hq, t);
             const double got = y[static_cast<size_t>(t * m.rows + r)];
             ASSERT_LE(std::abs(got - ref), (static_cast<double>(m.cols) + 64) * kU * a + 1e-30)
                 << "rows " << m.rows << " cols " << m.cols << " bits " << m.bits << " group " << m.group << " n " << n
@@ -181,49 +294,120 @@ TEST(CudaGemv, FloatWeightsMatchTheReference) {
             for (int64_t n : {1, 2, 8}) check_gemv(random_matrix(rng, format, s.rows, s.cols, 16, 0), n, rng);
 }
 
-TEST(CudaGemv, ExpertSlotsReadTheMatricesTheirIdsName) {
+// q, k and v in one launch, and the add mode (outputs added to what is there).
+TEST(CudaGemv, SeveralMatricesInOneLaunchAndAddedOutputs) {
     ASSERT_TRUE(have_gpu());
-    std::mt19937 rng(29);
-    for (auto format : {engine::WeightFormat::affine, engine::WeightFormat::bf16}) {
-        const int64_t experts = 5, rows = 96, cols = 160;
-        std::vector<Matrix> ms;
-        for (int64_t e = 0; e < experts; ++e)
-            ms.push_back(random_matrix(rng, format, rows, cols, format == engine::WeightFormat::affine ? 4 : 16, 32));
-        const size_t stride = (ms[0].bytes.size() + 255) / 256 * 256;
-        std::vector<std::byte> table(stride * experts);
-        for (int64_t e = 0; e < experts; ++e) std::memcpy(table.data() + e * stride, ms[static_cast<size_t>(e)].bytes.data(), ms[0].bytes.size());
-        const std::vector<int32_t> ids = {3, 0, 3, 4};
-        const auto count = static_cast<int64_t>(ids.size());
-        for (int64_t x_slot : {int64_t{0}, cols}) {   // one input for all, or one per slot
-            const auto x = random_floats(rng, static_cast<size_t>(x_slot ? count * cols : cols), 1.0f);
-            DeviceBuffer table_dev(table), ids_dev(ids), x_dev(x), y_dev(static_cast<size_t>(count * rows) * sizeof(float));
-            gemv_experts(device_matrix(view(ms[0], table_dev.as<std::byte>())), static_cast<int64_t>(stride), ids_dev.as<int32_t>(),
-                         count, x_dev.as<float>(), x_slot, 1, y_dev.as<float>(), nullptr);
-            const auto y = y_dev.read<float>();
-            for (int64_t j = 0; j < count; ++j) {
-                const Matrix& m = ms[static_cast<size_t>(ids[static_cast<size_t>(j)])];
-                for (int64_t r = 0; r < rows; ++r) {
-                    double ref = 0, a = 0;
-                    for (int64_t c = 0; c < cols; ++c) {
-                        const double xv = x[static_cast<size_t>(j * x_slot + c)];
-                        ref += m.value[static_cast<size_t>(r * cols + c)] * xv;
-                        a += m.magnitude[static_cast<size_t>(r * cols + c)] * std::abs(xv);
+    std::mt19937 rng(31);
+    for (auto format : {engine::WeightFormat::affine, engine::WeightFormat::bf16})
+        for (GemvOutput output : {GemvOutput::store, GemvOutput::add}) {
+            const int64_t cols = 320, n = 2;
+            const int64_t rows[3] = {64, 9, 9};
+            std::vector<Matrix> ms;
+            for (int64_t r : rows) ms.push_back(random_matrix(rng, format, r, cols, 4, 64));
+            const auto x = random_floats(rng, static_cast<size_t>(n * cols), 1.0f);
+            const HostQuantized hq = format == engine::WeightFormat::affine ? quantize_host(x, n, cols, 64) : HostQuantized{};
+            const DeviceInput in(ms[0], x, n);
+            std::vector<std::unique_ptr<DeviceBuffer>> w_dev, y_dev;
+            std::vector<std::vector<float>> before;
+            std::vector<GemvProduct> list;
+            for (const Matrix& m : ms) {
+                before.push_back(random_floats(rng, static_cast<size_t>(n * m.rows), 1.0f));
+                w_dev.push_back(std::make_unique<DeviceBuffer>(m.bytes));
+                y_dev.push_back(std::make_unique<DeviceBuffer>(before.back()));
+                list.push_back({device_matrix(view(m, w_dev.back()->as<std::byte>())), y_dev.back()->as<float>()});
+            }
+            gemv(list.data(), 3, in.get(), n, output, nullptr);
+            for (size_t i = 0; i < ms.size(); ++i) {
+                const auto y = y_dev[i]->read<float>();
+                for (int64_t t = 0; t < n; ++t)
+                    for (int64_t r = 0; r < ms[i].rows; ++r) {
+                        auto [ref, a] = reference_dot(ms[i], r, x, hq, t);
+                        const double prior = before[i][static_cast<size_t>(t * ms[i].rows + r)];
+                        if (output == GemvOutput::add) ref += prior, a += std::abs(prior);
+                        ASSERT_LE(std::abs(y[static_cast<size_t>(t * ms[i].rows + r)] - ref), static_cast<double>(cols + 64) * kU * a + 1e-30)
+                            << "matrix " << i << " row " << r << " input " << t;
                     }
-                    ASSERT_LE(std::abs(y[static_cast<size_t>(j * rows + r)] - ref), (cols + 64) * kU * a + 1e-30)
-                        << "slot " << j << " row " << r;
-                }
             }
         }
-    }
 }
 
-TEST(CudaGemv, BadInputCountsAreRefused) {
+// A table of expert blocks (gate, up, down records each) and the routed experts' products.
+TEST(CudaExperts, GateUpAndDownAddMatchTheReference) {
+    ASSERT_TRUE(have_gpu());
+    std::mt19937 rng(29);
+    for (auto format : {engine::WeightFormat::affine, engine::WeightFormat::bf16})
+        for (int bits : {2, 4, 8}) {
+            if (format == engine::WeightFormat::bf16 && bits != 4) continue;
+            const int64_t experts = 5, inter = 96, hidden = 160;
+            const int b = format == engine::WeightFormat::affine ? bits : 16;
+            std::vector<Matrix> gate, up, down;
+            for (int64_t e = 0; e < experts; ++e) {
+                gate.push_back(random_matrix(rng, format, inter, hidden, b, 32));
+                up.push_back(random_matrix(rng, format, inter, hidden, b, 32));
+                down.push_back(random_matrix(rng, format, hidden, inter, b, 32));
+            }
+            const size_t up_at = (gate[0].bytes.size() + 63) / 64 * 64, down_at = up_at + (up[0].bytes.size() + 63) / 64 * 64;
+            const size_t stride = (down_at + down[0].bytes.size() + 4095) / 4096 * 4096;
+            std::vector<std::byte> table(stride * experts);
+            for (int64_t e = 0; e < experts; ++e) {
+                std::memcpy(table.data() + e * stride, gate[e].bytes.data(), gate[e].bytes.size());
+                std::memcpy(table.data() + e * stride + up_at, up[e].bytes.data(), up[e].bytes.size());
+                std::memcpy(table.data() + e * stride + down_at, down[e].bytes.data(), down[e].bytes.size());
+            }
+            const std::vector<int32_t> ids = {3, 0, 3, 4};
+            const std::vector<float> weights = {0.5f, -0.25f, 1.5f, 0.125f};
+            const auto k = static_cast<int64_t>(ids.size());
+            const auto x = random_floats(rng, static_cast<size_t>(hidden), 1.0f);
+            auto residual = random_floats(rng, static_cast<size_t>(hidden), 1.0f);
+            DeviceBuffer table_dev(table), ids_dev(ids), w_dev(weights), act_dev(static_cast<size_t>(k * inter) * 4), res_dev(residual);
+            const DeviceInput in(gate[0], x, 1);
+            const std::byte* base = table_dev.as<std::byte>();
+            expert_gate_up(device_matrix(view(gate[0], base)), device_matrix(view(up[0], base + up_at)), static_cast<int64_t>(stride),
+                           ids_dev.as<int32_t>(), k, in.get(), act_dev.as<float>(), nullptr);
+            const auto act = act_dev.read<float>();
+            const HostQuantized hx = format == engine::WeightFormat::affine ? quantize_host(x, 1, hidden, 32) : HostQuantized{};
+            for (int64_t j = 0; j < k; ++j)
+                for (int64_t r = 0; r < inter; ++r) {
+                    const auto e = static_cast<size_t>(ids[static_cast<size_t>(j)]);
+                    const auto [g, ga] = reference_dot(gate[e], r, x, hx, 0);
+                    const auto [u, ua] = reference_dot(up[e], r, x, hx, 0);
+                    const double want = g / (1 + std::exp(-g)) * u;
+                    const double bound = (static_cast<double>(hidden + 64) * kU * (ga * std::abs(u) + ua * std::abs(g)) + 4 * kU * std::abs(want)) * 2;
+                    ASSERT_LE(std::abs(act[static_cast<size_t>(j * inter + r)] - want), bound + 1e-30)
+                        << "bits " << b << " slot " << j << " row " << r;
+                }
+            // down: the activations the kernel made are the inputs
+            Matrix down_shape = down[0];
+            const DeviceInput act_in(down_shape, act, k);
+            expert_down_add(device_matrix(view(down[0], base + down_at)), static_cast<int64_t>(stride), ids_dev.as<int32_t>(),
+                            w_dev.as<float>(), k, act_in.get(), res_dev.as<float>(), nullptr);
+            const auto got = res_dev.read<float>();
+            const HostQuantized ha = format == engine::WeightFormat::affine ? quantize_host(act, k, inter, 32) : HostQuantized{};
+            for (int64_t r = 0; r < hidden; ++r) {
+                double want = residual[static_cast<size_t>(r)], a = std::abs(want);
+                for (int64_t j = 0; j < k; ++j) {
+                    const auto [d, da] = reference_dot(down[static_cast<size_t>(ids[static_cast<size_t>(j)])], r, act, ha, j);
+                    want += weights[static_cast<size_t>(j)] * d;
+                    a += std::abs(weights[static_cast<size_t>(j)]) * (da + std::abs(d));
+                }
+                ASSERT_LE(std::abs(got[static_cast<size_t>(r)] - want), static_cast<double>(inter + 64 + k) * kU * a + 1e-30) << "bits " << b << " row " << r;
+            }
+        }
+}
+
+TEST(CudaGemv, BadInputsAreRefused) {
     ASSERT_TRUE(have_gpu()) << "no CUDA device (these tests run on a machine with a GPU: ctest -L gpu)";
     std::mt19937 rng(3);
     const Matrix m = random_matrix(rng, engine::WeightFormat::affine, 4, 64, 4, 64);
-    DeviceBuffer w_dev(m.bytes), x_dev(std::vector<float>(9 * 64, 1.0f)), y_dev(9 * 4 * sizeof(float));
-    EXPECT_THROW(gemv(device_matrix(view(m, w_dev.as<std::byte>())), x_dev.as<float>(), 9, y_dev.as<float>(), nullptr),
-                 moepack::Error);
+    const Matrix other = random_matrix(rng, engine::WeightFormat::affine, 4, 64, 8, 64);
+    DeviceBuffer w_dev(m.bytes);
+    const auto x = std::vector<float>(9 * 64, 1.0f);
+    const DeviceInput in(m, x, 9), wrong_bits(other, x, 9);
+    DeviceBuffer y_dev(9 * 4 * sizeof(float));
+    const DeviceMatrix w = device_matrix(view(m, w_dev.as<std::byte>()));
+    EXPECT_THROW(gemv(w, in.get(), 9, y_dev.as<float>(), GemvOutput::store, nullptr), moepack::Error);
+    EXPECT_THROW(gemv(w, wrong_bits.get(), 1, y_dev.as<float>(), GemvOutput::store, nullptr), moepack::Error);
+    EXPECT_THROW(gemv(w, ProductInput{in.get().x, nullptr}, 1, y_dev.as<float>(), GemvOutput::store, nullptr), moepack::Error);
 }
 
 TEST(CudaBlocks, RmsNormAndSwigluMatchTheCpu) {
@@ -262,7 +446,14 @@ double relative_max_error(const std::vector<float>& a, const std::vector<float>&
     return err / scale;
 }
 
-TEST(CudaBlocks, RopeMatchesTheCpuTable) {
+// Positions of n rows from position0 on, in device memory.
+DeviceBuffer positions_from(int64_t position0, int64_t n) {
+    std::vector<int32_t> p(static_cast<size_t>(n));
+    for (int64_t t = 0; t < n; ++t) p[static_cast<size_t>(t)] = static_cast<int32_t>(position0 + t);
+    return DeviceBuffer(p);
+}
+
+TEST(CudaBlocks, AttentionPrologueRotatesLikeTheCpuTable) {
     ASSERT_TRUE(have_gpu());
     std::mt19937 rng(13);
     for (auto style : {RopeStyle::half, RopeStyle::interleaved})
@@ -273,13 +464,59 @@ TEST(CudaBlocks, RopeMatchesTheCpuTable) {
             c.rope.style = style;
             c.rope.rotary_dim = rotary;
             const engine::Rope cpu(c);
-            const int64_t n = 5, heads = 6, position0 = 4093;
-            auto x = random_floats(rng, static_cast<size_t>(n * heads * c.head_dim), 2.0f);
-            DeviceBuffer x_dev(x), freq(cpu.inv_freq());
-            rope(x_dev.as<float>(), n, heads, c.head_dim, rotary, style == RopeStyle::interleaved, freq.as<float>(), position0,
-                 nullptr);
-            cpu.apply(x.data(), n, heads, c.head_dim, position0);
-            EXPECT_LE(relative_max_error(x_dev.read<float>(), x), 2e-6) << "rotary " << rotary;
+            const int64_t n = 5, heads = 6, kv_heads = 2, position0 = 4093;
+            auto q = random_floats(rng, static_cast<size_t>(n * heads * c.head_dim), 2.0f);
+            auto k = random_floats(rng, static_cast<size_t>(n * kv_heads * c.head_dim), 2.0f);
+            const auto v = random_floats(rng, k.size(), 2.0f);
+            DeviceBuffer q_dev(q), k_dev(k), v_dev(v), freq(cpu.inv_freq());
+            const DeviceBuffer pos = positions_from(position0, n);
+            attention_prologue(q_dev.as<float>(), k_dev.as<float>(), v_dev.as<float>(), n, heads, kv_heads, c.head_dim, nullptr,
+                               nullptr, 1e-6f, RopeTable{rotary, style == RopeStyle::interleaved, freq.as<float>()},
+                               pos.as<int32_t>(), nullptr, nullptr, nullptr);
+            cpu.apply(q.data(), n, heads, c.head_dim, position0);
+            cpu.apply(k.data(), n, kv_heads, c.head_dim, position0);
+            EXPECT_LE(relative_max_error(q_dev.read<float>(), q), 2e-6) << "rotary " << rotary;
+            EXPECT_LE(relative_max_error(k_dev.read<float>(), k), 2e-6) << "rotary " << rotary;
+        }
+}
+
+TEST(CudaBlocks, AttentionPrologueNormsHeadsAndStoresTheCache) {
+    ASSERT_TRUE(have_gpu());
+    std::mt19937 rng(37);
+    ModelConfig c;
+    c.head_dim = 96;
+    c.rope.theta = 1e4;
+    c.rope.style = RopeStyle::half;
+    c.rope.rotary_dim = 64;
+    const engine::Rope cpu(c);
+    const int64_t n = 3, heads = 4, kv_heads = 2, D = c.head_dim, kv_dim = kv_heads * D, ctx = 10, position0 = 6;
+    auto q = random_floats(rng, static_cast<size_t>(n * heads * D), 2.0f);
+    auto k = random_floats(rng, static_cast<size_t>(n * kv_dim), 2.0f);
+    const auto v = random_floats(rng, k.size(), 2.0f);
+    const auto qn = random_floats(rng, static_cast<size_t>(D), 1.5f), kn = random_floats(rng, static_cast<size_t>(D), 1.5f);
+    DeviceBuffer q_dev(q), k_dev(k), v_dev(v), qn_dev(qn), kn_dev(kn), freq(cpu.inv_freq());
+    DeviceBuffer kc(static_cast<size_t>(ctx * kv_dim) * 4), vc(static_cast<size_t>(ctx * kv_dim) * 4);
+    const DeviceBuffer pos = positions_from(position0, n);
+    attention_prologue(q_dev.as<float>(), k_dev.as<float>(), v_dev.as<float>(), n, heads, kv_heads, D, qn_dev.as<float>(),
+                       kn_dev.as<float>(), 1e-6f, RopeTable{64, false, freq.as<float>()}, pos.as<int32_t>(), kc.as<float>(),
+                       vc.as<float>(), nullptr);
+    engine::rms_norm(q.data(), n * heads, D, qn.data(), 1e-6f);
+    engine::rms_norm(k.data(), n * kv_heads, D, kn.data(), 1e-6f);
+    cpu.apply(q.data(), n, heads, D, position0);
+    cpu.apply(k.data(), n, kv_heads, D, position0);
+    EXPECT_LE(relative_max_error(q_dev.read<float>(), q), 4e-6);
+    EXPECT_LE(relative_max_error(k_dev.read<float>(), k), 4e-6);
+    const auto keys = kc.read<float>(), values = vc.read<float>();
+    for (int64_t p = 0; p < ctx; ++p)
+        for (int64_t i = 0; i < kv_dim; ++i) {
+            const auto at = static_cast<size_t>(p * kv_dim + i);
+            if (p < position0 || p >= position0 + n) {   // rows the launch must not touch keep their poison
+                ASSERT_TRUE(std::isnan(keys[at]) && std::isnan(values[at])) << "cache row " << p;
+                continue;
+            }
+            const auto src = static_cast<size_t>((p - position0) * kv_dim + i);
+            ASSERT_NEAR(keys[at], k[src], 4e-6 * (std::abs(k[src]) + 1)) << "key row " << p;
+            ASSERT_EQ(values[at], v[src]) << "value row " << p;
         }
 }
 
@@ -288,21 +525,49 @@ TEST(CudaBlocks, AttentionMatchesTheCpu) {
     std::mt19937 rng(17);
     engine::ThreadPool pool(2);
     for (int64_t head_dim : {16, 20, 24, 64, 128, 256})
-        for (int64_t window : {0, 7})
-            for (int64_t n : {1, 4}) {
-                const int64_t heads = 8, kv_heads = 2, position0 = 37, positions = position0 + n;
+        for (int64_t window : {0, 7, 40})
+            for (int64_t n : {1, 4})
+            for (const auto& [heads, kv_heads] : {std::pair<int64_t, int64_t>{8, 2}, {32, 4}, {12, 1}, {5, 5}}) {
+                const int64_t position0 = 37 + 29 * n, positions = position0 + n;
                 const auto q = random_floats(rng, static_cast<size_t>(n * heads * head_dim), 1.0f);
                 const auto k = random_floats(rng, static_cast<size_t>(positions * kv_heads * head_dim), 1.0f);
                 const auto v = random_floats(rng, static_cast<size_t>(positions * kv_heads * head_dim), 1.0f);
                 std::vector<float> want(q.size());
                 engine::attention(pool, q.data(), k.data(), v.data(), want.data(), n, position0, heads, kv_heads, head_dim,
                                   window);
-                DeviceBuffer q_dev(q), k_dev(k), v_dev(v), out(q.size() * sizeof(float));
-                attention(q_dev.as<float>(), k_dev.as<float>(), v_dev.as<float>(), out.as<float>(), n, position0, heads,
-                          kv_heads, head_dim, window, nullptr);
+                // a context beyond the rows' positions: the chunks past them must add nothing
+                const int64_t context = positions + 70;
+                auto k_ctx = k, v_ctx = v;
+                k_ctx.resize(static_cast<size_t>(context * kv_heads * head_dim), std::nanf(""));
+                v_ctx.resize(k_ctx.size(), std::nanf(""));
+                DeviceBuffer q_dev(q), k_dev(k_ctx), v_dev(v_ctx), out(q.size() * sizeof(float));
+                DeviceBuffer workspace(attention_workspace_bytes(n, heads, head_dim, context));
+                const DeviceBuffer pos = positions_from(position0, n);
+                attention(q_dev.as<float>(), k_dev.as<float>(), v_dev.as<float>(), out.as<float>(), n, pos.as<int32_t>(), heads,
+                          kv_heads, head_dim, window, context, workspace.as<float>(), nullptr);
                 EXPECT_LE(relative_max_error(out.read<float>(), want), 1e-5)
-                    << "head_dim " << head_dim << " window " << window << " n " << n;
+                    << "head_dim " << head_dim << " heads " << heads << "/" << kv_heads << " window " << window << " n " << n;
             }
+}
+
+TEST(CudaBlocks, EmbeddingRowsDecodeLikeTheCpu) {
+    ASSERT_TRUE(have_gpu());
+    std::mt19937 rng(41);
+    for (auto format : {engine::WeightFormat::affine, engine::WeightFormat::bf16, engine::WeightFormat::f16, engine::WeightFormat::f32})
+        for (int bits : {2, 4, 8}) {
+            if (format != engine::WeightFormat::affine && bits != 8) continue;
+            const Matrix m = random_matrix(rng, format, 37, 100, format == engine::WeightFormat::affine ? bits : 16, 32);
+            const std::vector<int32_t> ids = {36, 0, 5, 5};
+            DeviceBuffer w_dev(m.bytes), ids_dev(ids), out(ids.size() * 100 * 4);
+            embed_rows(device_matrix(view(m, w_dev.as<std::byte>())), ids_dev.as<int32_t>(), 4, out.as<float>(), nullptr);
+            const auto got = out.read<float>();
+            std::vector<float> want(100);
+            for (size_t t = 0; t < ids.size(); ++t) {
+                engine::decode_row(view(m, m.bytes.data()), ids[t], want.data());
+                for (size_t c = 0; c < 100; ++c)
+                    ASSERT_NEAR(got[t * 100 + c], want[c], 1e-6 * (std::abs(want[c]) + 1e-3)) << "row " << ids[t] << " col " << c;
+            }
+        }
 }
 
 TEST(CudaBlocks, RoutingMatchesTheCpu) {
@@ -333,24 +598,6 @@ TEST(CudaBlocks, RoutingMatchesTheCpu) {
                             << experts << " experts, top-" << k << ", slot " << i;
                     }
                 }
-}
-
-TEST(CudaBlocks, MoeCombineAddsTheWeightedExpertOutputs) {
-    ASSERT_TRUE(have_gpu());
-    std::mt19937 rng(23);
-    const int64_t n = 3, k = 8, hidden = 2049;
-    auto x = random_floats(rng, static_cast<size_t>(n * hidden), 1.0f);
-    const auto y = random_floats(rng, static_cast<size_t>(n * k * hidden), 1.0f);
-    const auto w = random_floats(rng, static_cast<size_t>(n * k), 1.0f);
-    DeviceBuffer x_dev(x), y_dev(y), w_dev(w);
-    moe_combine(x_dev.as<float>(), y_dev.as<float>(), w_dev.as<float>(), n, k, hidden, nullptr);
-    for (int64_t t = 0; t < n; ++t)
-        for (int64_t c = 0; c < hidden; ++c) {
-            float sum = 0;
-            for (int64_t j = 0; j < k; ++j) sum += w[static_cast<size_t>(t * k + j)] * y[static_cast<size_t>((t * k + j) * hidden + c)];
-            x[static_cast<size_t>(t * hidden + c)] += sum;
-        }
-    EXPECT_LE(relative_max_error(x_dev.read<float>(), x), 1e-6);
 }
 
 }  // namespace

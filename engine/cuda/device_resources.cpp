@@ -1,0 +1,52 @@
+// DeviceMemory and VectorInput (device_resources.hpp).
+#include "cuda/device_resources.hpp"
+
+#include "error.hpp"
+
+namespace moepack::cuda {
+
+DeviceMemory::DeviceMemory(size_t bytes, const char* what) {
+    size_t free = 0, total = 0;
+    check_cuda(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
+    if (bytes > free)
+        fail("CUDA: ", what, " needs ", static_cast<double>(bytes) / 1e9, " GB of GPU memory, ",
+             static_cast<double>(free) / 1e9, " GB are free");
+    check_cuda(cudaMalloc(&p_, std::max<size_t>(bytes, 1)), what);
+    bytes_ = bytes;
+}
+
+VectorInput::Version* VectorInput::find(const DeviceMatrix& w) {
+    for (auto& v : versions_)
+        if (v.q.bits == w.bits && v.q.group_size == w.group_size) return &v;
+    return nullptr;
+}
+
+void VectorInput::serve(const DeviceMatrix& w) {
+    if (w.format != DeviceFormat::affine) return;
+    if (w.cols != cols_) fail("CUDA: a ", w.cols, "-column matrix reads a vector of ", cols_, " values");
+    if (find(w)) return;
+    Version v;
+    v.memory = DeviceMemory(quantized_input_bytes(n_, cols_, w.group_size), "quantised inputs");
+    v.q = quantized_input_in(v.memory.get(), n_, cols_, w.group_size, w.bits);
+    versions_.push_back(std::move(v));
+}
+
+void VectorInput::prepare(const DeviceMatrix& w, cudaStream_t stream) {
+    if (w.format != DeviceFormat::affine) return;
+    Version* v = find(w);
+    if (!v) fail("CUDA: no room was made for a ", w.bits, "-bit input");
+    if (v->fresh) return;
+    quantize_input(x_, v->q, stream);
+    v->fresh = true;
+}
+
+ProductInput VectorInput::operator()(const DeviceMatrix& w) const {
+    ProductInput in;
+    in.x = x_;
+    if (w.format == DeviceFormat::affine)
+        for (const auto& v : versions_)
+            if (v.q.bits == w.bits && v.q.group_size == w.group_size) in.quantized = &v.q;
+    return in;
+}
+
+}  // namespace moepack::cuda

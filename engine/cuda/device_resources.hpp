@@ -1,0 +1,142 @@
+// CUDA resources owned by objects (released in destructors, also when a constructor throws):
+// device memory, pinned host memory, a stream, an instantiated graph; and the input of a
+// set of products, a vector with the int8 quantisations its affine matrices read.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <utility>
+#include <vector>
+
+#include "cuda_check.hpp"
+#include "kernels.hpp"
+
+namespace moepack::cuda {
+
+// GPU memory owned by one object.
+class DeviceMemory {
+public:
+    DeviceMemory() = default;
+    DeviceMemory(size_t bytes, const char* what);
+    ~DeviceMemory() {
+        if (p_) cudaFree(p_);
+    }
+    DeviceMemory(DeviceMemory&& o) noexcept : p_(std::exchange(o.p_, nullptr)), bytes_(o.bytes_) {}
+    DeviceMemory& operator=(DeviceMemory&& o) noexcept {
+        std::swap(p_, o.p_);
+        std::swap(bytes_, o.bytes_);
+        return *this;
+    }
+    template <typename T = std::byte>
+    T* get() const { return static_cast<T*>(p_); }
+    size_t bytes() const { return bytes_; }
+
+private:
+    void* p_ = nullptr;
+    size_t bytes_ = 0;
+};
+
+// Page-locked host memory (the target of asynchronous copies and of captured graphs' copies).
+class PinnedMemory {
+public:
+    PinnedMemory() = default;
+    PinnedMemory(size_t bytes, const char* what) {
+        check_cuda(cudaMallocHost(&p_, std::max<size_t>(bytes, 1)), what);
+    }
+    ~PinnedMemory() {
+        if (p_) cudaFreeHost(p_);
+    }
+    PinnedMemory(PinnedMemory&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+    PinnedMemory& operator=(PinnedMemory&& o) noexcept {
+        std::swap(p_, o.p_);
+        return *this;
+    }
+    template <typename T = std::byte>
+    T* get() const { return static_cast<T*>(p_); }
+
+private:
+    void* p_ = nullptr;
+};
+
+// A non-blocking CUDA stream owned by one object.
+class Stream {
+public:
+    Stream() { check_cuda(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking), "cudaStreamCreate"); }
+    ~Stream() { cudaStreamDestroy(s_); }
+    Stream(const Stream&) = delete;
+    Stream& operator=(const Stream&) = delete;
+    operator cudaStream_t() const { return s_; }
+
+private:
+    cudaStream_t s_ = nullptr;
+};
+
+// The work `enqueue` puts on a stream, captured once as a CUDA graph and replayed by
+// launch(): one launch instead of hundreds. Kernel arguments are fixed at capture, so what
+// changes between replays (token, position) must live in memory the kernels read.
+class CapturedGraph {
+public:
+    CapturedGraph() = default;
+    ~CapturedGraph() {
+        if (exec_) cudaGraphExecDestroy(exec_);
+    }
+    CapturedGraph(const CapturedGraph&) = delete;
+    CapturedGraph& operator=(const CapturedGraph&) = delete;
+    bool ready() const { return exec_ != nullptr; }
+    template <typename Enqueue>
+    void capture(cudaStream_t stream, Enqueue&& enqueue);
+    void launch(cudaStream_t stream) const { check_cuda(cudaGraphLaunch(exec_, stream), "cudaGraphLaunch"); }
+
+private:
+    cudaGraphExec_t exec_ = nullptr;
+};
+
+template <typename Enqueue>
+void CapturedGraph::capture(cudaStream_t stream, Enqueue&& enqueue) {
+    check_cuda(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+    cudaGraph_t graph = nullptr;
+    try {
+        enqueue();
+    } catch (...) {
+        cudaStreamEndCapture(stream, &graph);   // leave the stream usable
+        if (graph) cudaGraphDestroy(graph);
+        throw;
+    }
+    check_cuda(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
+    const cudaError_t status = cudaGraphInstantiate(&exec_, graph, 0);
+    cudaGraphDestroy(graph);
+    check_cuda(status, "cudaGraphInstantiate");
+}
+
+// A vector of n rows of cols floats in device memory and its quantisations for the affine
+// matrices that read it (one per bits and group size, made on demand by prepare()).
+class VectorInput {
+public:
+    VectorInput() = default;
+    VectorInput(float* x, int64_t n, int64_t cols) : x_(x), n_(n), cols_(cols) {}
+    // Makes room for w's quantisation (at set-up, before any capture).
+    void serve(const DeviceMatrix& w);
+    // The vector changed: quantisations made before are stale.
+    void changed() {
+        for (auto& v : versions_) v.fresh = false;
+    }
+    // Quantises the vector for w unless that is fresh.
+    void prepare(const DeviceMatrix& w, cudaStream_t stream);
+    // The input of a product with w (prepare(w) first when w is affine).
+    ProductInput operator()(const DeviceMatrix& w) const;
+    float* x() const { return x_; }
+
+private:
+    struct Version {
+        DeviceMemory memory;
+        QuantizedInput q;
+        bool fresh = false;
+    };
+    Version* find(const DeviceMatrix& w);
+    float* x_ = nullptr;
+    int64_t n_ = 0, cols_ = 0;
+    std::vector<Version> versions_;
+};
+
+}  // namespace moepack::cuda
