@@ -101,6 +101,32 @@ void attention_prologue(float* q, float* k, const float* v, int64_t n, int64_t h
                         const float* q_norm, const float* k_norm, float eps, const RopeTable& rope,
                         const int32_t* positions, float* k_cache, float* v_cache, cudaStream_t stream);
 
+// Which rows a grouped product reads and writes. With order: problem e (0 <= e < problems)
+// takes the row indices order[offsets[e] .. offsets[e + 1]) (device memory): for each such
+// index p it reads input row p / input_div and writes output row p. Without: one problem,
+// rows 0 .. count - 1. count bounds the rows of any problem (the grid's size).
+struct RowGroups {
+    const int32_t* offsets = nullptr;   // [problems + 1]
+    const int32_t* order = nullptr;
+    int64_t problems = 1, count = 0;
+    int64_t input_div = 1;
+};
+
+// Prompt products on the tensor cores, affine weights only: y[p, :] (=|+=) x[p / input_div]
+// . w_e^T for the rows of each problem e, w_e the matrix of w moved by e * stride bytes.
+// CPU reference: matmul's int8 kernels (the same integer sums).
+void gemm(const DeviceMatrix& w, int64_t stride, const QuantizedInput& x, const RowGroups& groups, float* y, GemvOutput output,
+          cudaStream_t stream);
+// act[p, :] = silu(x . gate_e^T) * (x . up_e^T) for the rows of each problem e.
+void gemm_swiglu(const DeviceMatrix& gate, const DeviceMatrix& up, int64_t stride, const QuantizedInput& x,
+                 const RowGroups& groups, float* act, cudaStream_t stream);
+// The (token, slot) pairs p = t * k + j of experts [n, k] grouped by expert: offsets
+// [num_experts + 1], order [n * k] (within an expert in no fixed order).
+void group_by_expert(const int32_t* experts, int64_t n, int64_t k, int64_t num_experts, int32_t* offsets, int32_t* order,
+                     cudaStream_t stream);
+// x [n, hidden] += sum over j < k, in slot order, of weights[t, j] * y[t * k + j, :].
+void combine_experts(float* x, const float* y, const float* weights, int64_t n, int64_t k, int64_t hidden, cudaStream_t stream);
+
 // Causal grouped-query attention of n query rows q [n, heads * head_dim], row t at position
 // positions[t] (device memory), over k/v caches [context, kv_heads * head_dim] into out
 // [n, heads * head_dim]; window > 0: the last `window` positions only. head_dim 1 to 256.

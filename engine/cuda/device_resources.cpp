@@ -1,6 +1,8 @@
 // DeviceMemory and VectorInput (device_resources.hpp).
 #include "cuda/device_resources.hpp"
 
+#include <algorithm>
+
 #include "error.hpp"
 
 namespace moepack::cuda {
@@ -31,13 +33,21 @@ void VectorInput::serve(const DeviceMatrix& w) {
     versions_.push_back(std::move(v));
 }
 
-void VectorInput::prepare(const DeviceMatrix& w, cudaStream_t stream) {
+void VectorInput::prepare(const DeviceMatrix& w, cudaStream_t stream, int64_t rows) {
     if (w.format != DeviceFormat::affine) return;
     Version* v = find(w);
     if (!v) fail("CUDA: no room was made for a ", w.bits, "-bit input");
     if (v->fresh) return;
-    quantize_input(x_, v->q, stream);
+    QuantizedInput q = v->q;
+    if (rows >= 0) q.n = std::min(rows, q.n);
+    quantize_input(x_, q, stream);
     v->fresh = true;
+}
+
+const QuantizedInput& VectorInput::quantized(const DeviceMatrix& w) const {
+    for (const auto& v : versions_)
+        if (v.q.bits == w.bits && v.q.group_size == w.group_size) return v.q;
+    fail("CUDA: no quantised input for ", w.bits, "-bit weights");
 }
 
 ProductInput VectorInput::operator()(const DeviceMatrix& w) const {

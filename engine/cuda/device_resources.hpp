@@ -121,8 +121,10 @@ public:
     void changed() {
         for (auto& v : versions_) v.fresh = false;
     }
-    // Quantises the vector for w unless that is fresh.
-    void prepare(const DeviceMatrix& w, cudaStream_t stream);
+    // Quantises the vector (its first `rows` rows; -1: all) for w unless that is fresh.
+    void prepare(const DeviceMatrix& w, cudaStream_t stream, int64_t rows = -1);
+    // w's quantisation (prepare(w) first); w must be affine.
+    const QuantizedInput& quantized(const DeviceMatrix& w) const;
     // The input of a product with w (prepare(w) first when w is affine).
     ProductInput operator()(const DeviceMatrix& w) const;
     float* x() const { return x_; }

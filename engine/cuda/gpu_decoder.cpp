@@ -23,6 +23,7 @@
 
 #include "blocks.hpp"
 #include "cuda/device_resources.hpp"
+#include "cuda/gpu_decoder_state.hpp"
 #include "cuda_check.hpp"
 #include "dense_weights.hpp"
 #include "expert_store.hpp"
@@ -33,67 +34,20 @@
 #include "weight_view.hpp"
 
 namespace moepack::cuda {
-namespace {
 
 using engine::WeightMatrix;
 
+namespace {
+
 std::string layer_name(int64_t layer, const char* rest) { return concat("layers.", layer, ".", rest); }
-
-struct Layer {
-    const float *input_norm = nullptr, *post_norm = nullptr, *q_norm = nullptr, *k_norm = nullptr;   // device
-    DeviceMatrix q, k, v, o;
-    bool moe = false;
-    DeviceMatrix router, gate, up, down;   // moe: the router and block 0's expert records; dense: the MLP
-};
-
-class GpuDecoder final : public engine::Model {
-public:
-    explicit GpuDecoder(const engine::ModelContext& ctx);
-    void forward(std::span<const int32_t> tokens, int64_t position, bool all_logits, float* logits) override;
-    void context_to_host(int64_t positions) override;
-    void context_from_host(int64_t positions) override;
-
-private:
-    void upload_weights();
-    void upload_experts(int64_t layer, Layer& ly, int64_t& next_block);
-    void allocate_activations();
-    void run_token(bool logits);        // the token and position in io_host_; logits to logits_host_
-    void enqueue_token(bool logits);    // what one token puts on the stream (captured as a graph)
-    void attention_block(const Layer& l, int64_t layer);
-    void moe_block(const Layer& l);
-    void dense_block(const Layer& l);
-    void products(std::initializer_list<GemvProduct> list, VectorInput& in, GemvOutput output);
-    float* kv(int64_t layer, int which) const {   // which: 0 keys, 1 values; [ctx, kv_dim]
-        return kv_.get<float>() + (2 * layer + which) * ctx_.kv.context() * kv_dim_;
-    }
-
-    engine::ModelContext ctx_;
-    const ModelConfig& c_;
-    int64_t q_dim_, kv_dim_;
-    float eps_;
-    std::unique_ptr<Stream> stream_owner_;   // made once a device is known to exist
-    cudaStream_t stream_ = nullptr;
-    DeviceMemory weights_, experts_, kv_, scratch_, inv_freq_, io_, attention_workspace_;
-    PinnedMemory io_host_, logits_host_;     // [token, position]; [vocab]
-    const std::byte* host_base_ = nullptr;   // the mapped weights.bin
-    DeviceMatrix embed_, head_;
-    const float* final_norm_ = nullptr;
-    RopeTable rope_;
-    std::vector<Layer> layers_;
-    // scratch: x, h [H]; q [q_dim]; k, v [kv_dim]; attn [q_dim]; router logits [E]; act [K, I];
-    // expert weights [K]; ids [K]; dense g, u [F]; logits [V]
-    float *x_, *h_, *q_, *k_, *v_, *attn_, *router_logits_, *act_, *ew_, *dg_, *du_, *logits_;
-    int32_t* ids_;
-    VectorInput h_in_, attn_in_, act_in_, dense_act_in_;   // the inputs of products
-    bool use_graphs_;
-    CapturedGraph graphs_[2];   // without, with logits
-};
 
 // MOEPACK_CUDA_GRAPHS=0 turns graph capture off (kernels launched one by one).
 bool graphs_enabled() {
     const char* v = std::getenv("MOEPACK_CUDA_GRAPHS");
     return !(v && std::strcmp(v, "0") == 0);
 }
+
+}  // namespace
 
 GpuDecoder::GpuDecoder(const engine::ModelContext& ctx)
     : ctx_(ctx), c_(ctx.config), q_dim_(c_.num_heads * c_.head_dim), kv_dim_(c_.num_kv_heads * c_.head_dim),
@@ -109,6 +63,7 @@ GpuDecoder::GpuDecoder(const engine::ModelContext& ctx)
     stream_ = *stream_owner_;
     upload_weights();
     allocate_activations();
+    allocate_prompt();
 }
 
 void GpuDecoder::upload_weights() {
@@ -329,10 +284,12 @@ void GpuDecoder::forward(std::span<const int32_t> tokens, int64_t position, bool
     const auto n = static_cast<int64_t>(tokens.size());
     if (position < 0 || position + n > ctx_.kv.context())
         fail("CUDA: positions ", position, " to ", position + n, " do not fit a context of ", ctx_.kv.context());
+    for (const int32_t id : tokens)
+        if (id < 0 || id >= c_.vocab_size) fail("token id ", id, " is outside the vocabulary of ", c_.vocab_size);
+    if (n > 1 && prompt_) return run_prompt(tokens, position, all_logits, logits);
     auto* io = io_host_.get<int32_t>();
     for (int64_t t = 0; t < n; ++t) {
         const int32_t id = tokens[static_cast<size_t>(t)];
-        if (id < 0 || id >= c_.vocab_size) fail("token id ", id, " is outside the vocabulary of ", c_.vocab_size);
         const bool wanted = all_logits || t == n - 1;
         io[0] = id;
         io[1] = static_cast<int32_t>(position + t);
@@ -358,6 +315,8 @@ void GpuDecoder::context_from_host(int64_t positions) {
         check_cuda(cudaMemcpy(kv(l, 1), ctx_.kv.values(l), bytes, cudaMemcpyHostToDevice), "loading the KV cache");
     }
 }
+
+namespace {
 
 std::unique_ptr<engine::Model> make_gpu_decoder(const engine::ModelContext& context) {
     return std::make_unique<GpuDecoder>(context);

@@ -395,6 +395,91 @@ TEST(CudaExperts, GateUpAndDownAddMatchTheReference) {
         }
 }
 
+// The tensor-core product: one matrix over many input rows (stored and added), and a table
+// of experts over the (token, slot) pairs grouped by group_by_expert, gate+up with SwiGLU.
+TEST(CudaGemm, DenseRowsMatchTheReference) {
+    ASSERT_TRUE(have_gpu());
+    std::mt19937 rng(43);
+    for (int bits : {2, 4, 8})
+        for (int group : {32, 64, 128})
+            for (const Shape& s : {Shape{100, 320}, Shape{64, 2048}, Shape{7, 100}, Shape{130, 4100}})
+                for (int64_t n : {1, 37, 70})
+                    for (GemvOutput output : {GemvOutput::store, GemvOutput::add}) {
+                        const Matrix m = random_matrix(rng, engine::WeightFormat::affine, s.rows, s.cols, bits, group);
+                        const auto x = random_floats(rng, static_cast<size_t>(n * s.cols), 1.0f);
+                        const auto before = random_floats(rng, static_cast<size_t>(n * s.rows), 1.0f);
+                        const HostQuantized hq = quantize_host(x, n, s.cols, group);
+                        DeviceBuffer w_dev(m.bytes), y_dev(before);
+                        const DeviceInput in(m, x, n);
+                        RowGroups rows;
+                        rows.count = n;
+                        gemm(device_matrix(view(m, w_dev.as<std::byte>())), 0, in.quantized(), rows, y_dev.as<float>(), output, nullptr);
+                        const auto y = y_dev.read<float>();
+                        for (int64_t t = 0; t < n; ++t)
+                            for (int64_t r = 0; r < s.rows; ++r) {
+                                auto [ref, a] = reference_dot(m, r, x, hq, t);
+                                const double prior = before[static_cast<size_t>(t * s.rows + r)];
+                                if (output == GemvOutput::add) ref += prior, a += std::abs(prior);
+                                ASSERT_LE(std::abs(y[static_cast<size_t>(t * s.rows + r)] - ref),
+                                          static_cast<double>(s.cols + 64) * kU * a + 1e-30)
+                                    << "bits " << bits << " group " << group << " rows " << s.rows << " cols " << s.cols
+                                    << " n " << n << " output [" << t << ", " << r << "]";
+                            }
+                    }
+}
+
+TEST(CudaGemm, GroupedExpertsMatchTheReference) {
+    ASSERT_TRUE(have_gpu());
+    std::mt19937 rng(47);
+    for (int bits : {2, 4, 8}) {
+        const int64_t experts = 6, inter = 96, hidden = 192, n = 45, k = 3;
+        std::vector<Matrix> gate, up;
+        for (int64_t e = 0; e < experts; ++e) {
+            gate.push_back(random_matrix(rng, engine::WeightFormat::affine, inter, hidden, bits, 64));
+            up.push_back(random_matrix(rng, engine::WeightFormat::affine, inter, hidden, bits, 64));
+        }
+        const size_t up_at = (gate[0].bytes.size() + 63) / 64 * 64, stride = (up_at + up[0].bytes.size() + 4095) / 4096 * 4096;
+        std::vector<std::byte> table(stride * experts);
+        for (int64_t e = 0; e < experts; ++e) {
+            std::memcpy(table.data() + e * stride, gate[e].bytes.data(), gate[e].bytes.size());
+            std::memcpy(table.data() + e * stride + up_at, up[e].bytes.data(), up[e].bytes.size());
+        }
+        std::vector<int32_t> ids(static_cast<size_t>(n * k));
+        for (int64_t t = 0; t < n; ++t)   // k distinct experts per token, expert 5 never chosen
+            for (int64_t j = 0; j < k; ++j) ids[static_cast<size_t>(t * k + j)] = static_cast<int32_t>((t * 7 + j * 2) % 5);
+        const auto x = random_floats(rng, static_cast<size_t>(n * hidden), 1.0f);
+        DeviceBuffer table_dev(table), ids_dev(ids), offsets((experts + 1) * 4), order(ids.size() * 4);
+        DeviceBuffer act_dev(static_cast<size_t>(n * k * inter) * 4);
+        group_by_expert(ids_dev.as<int32_t>(), n, k, experts, offsets.as<int32_t>(), order.as<int32_t>(), nullptr);
+        const auto got_offsets = offsets.read<int32_t>();
+        auto got_order = order.read<int32_t>();
+        for (int64_t e = 0; e < experts; ++e)
+            for (int32_t i = got_offsets[static_cast<size_t>(e)]; i < got_offsets[static_cast<size_t>(e) + 1]; ++i)
+                ASSERT_EQ(ids[static_cast<size_t>(got_order[static_cast<size_t>(i)])], e) << "pair in expert " << e << "'s rows";
+        std::sort(got_order.begin(), got_order.end());
+        for (size_t i = 0; i < got_order.size(); ++i) ASSERT_EQ(got_order[i], static_cast<int32_t>(i)) << "every pair once";
+        const DeviceInput in(gate[0], x, n);
+        RowGroups groups;
+        groups.offsets = offsets.as<int32_t>(), groups.order = order.as<int32_t>(), groups.problems = experts, groups.count = n;
+        groups.input_div = k;
+        const std::byte* base = table_dev.as<std::byte>();
+        gemm_swiglu(device_matrix(view(gate[0], base)), device_matrix(view(up[0], base + up_at)), static_cast<int64_t>(stride),
+                    in.quantized(), groups, act_dev.as<float>(), nullptr);
+        const auto act = act_dev.read<float>();
+        const HostQuantized hx = quantize_host(x, n, hidden, 64);
+        for (int64_t p = 0; p < n * k; ++p)
+            for (int64_t r = 0; r < inter; ++r) {
+                const auto e = static_cast<size_t>(ids[static_cast<size_t>(p)]);
+                const auto [g, ga] = reference_dot(gate[e], r, x, hx, p / k);
+                const auto [u, ua] = reference_dot(up[e], r, x, hx, p / k);
+                const double want = g / (1 + std::exp(-g)) * u;
+                const double bound = (static_cast<double>(hidden + 64) * kU * (ga * std::abs(u) + ua * std::abs(g)) + 4 * kU * std::abs(want)) * 2;
+                ASSERT_LE(std::abs(act[static_cast<size_t>(p * inter + r)] - want), bound + 1e-30)
+                    << "bits " << bits << " pair " << p << " row " << r;
+            }
+    }
+}
+
 TEST(CudaGemv, BadInputsAreRefused) {
     ASSERT_TRUE(have_gpu()) << "no CUDA device (these tests run on a machine with a GPU: ctest -L gpu)";
     std::mt19937 rng(3);

@@ -1,0 +1,87 @@
+// The CUDA backend's decoder (qwen3_moe, mixtral, olmoe): its state and steps, shared by
+// gpu_decoder.cpp (set-up and the one-token graph) and gpu_prompt.cpp (prompts in batches
+// through the tensor-core products).
+#pragma once
+
+#include <initializer_list>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "cuda/device_resources.hpp"
+#include "kernels.hpp"
+#include "kv_cache.hpp"
+#include "model.hpp"
+
+namespace moepack::cuda {
+
+struct Layer {
+    const float *input_norm = nullptr, *post_norm = nullptr, *q_norm = nullptr, *k_norm = nullptr;   // device
+    DeviceMatrix q, k, v, o;
+    bool moe = false;
+    DeviceMatrix router, gate, up, down;   // moe: the router and block 0's expert records; dense: the MLP
+};
+
+class GpuDecoder final : public engine::Model {
+public:
+    explicit GpuDecoder(const engine::ModelContext& ctx);
+    void forward(std::span<const int32_t> tokens, int64_t position, bool all_logits, float* logits) override;
+    void context_to_host(int64_t positions) override;
+    void context_from_host(int64_t positions) override;
+
+private:
+    // Prompts in batches of up to PromptState::rows tokens (gpu_prompt.cpp); null when the
+    // experts are not affine (tensor-core products need codes), prompts then run token by token.
+    struct PromptState {
+        int64_t rows = 0, attention_rows = 0;   // batch rows; rows per attention launch
+        DeviceMemory floats, ints, workspace, all_logits;
+        PinnedMemory io_host;                   // tokens [rows], then positions [rows]
+        // [rows, H] x, h; [rows, q_dim] q, attn; [rows, kv_dim] k, v; [rows, E] router logits;
+        // [rows, K] weights; [rows * K, I] act; [rows * K, H] y; [rows, F] dense g, u; [V] logits
+        float *x, *h, *q, *k, *v, *attn, *router_logits, *ew, *act, *y, *dg, *du, *logits;
+        int32_t *tokens, *positions, *ids, *offsets, *order;
+        VectorInput h_in, attn_in, act_in, dense_act_in;
+    };
+    void allocate_prompt();
+    void run_prompt(std::span<const int32_t> tokens, int64_t position, bool all_logits, float* logits);
+    void run_batch(std::span<const int32_t> tokens, int64_t position, bool all_logits, float* logits);
+    // y [n, w.rows] (=|+=) in [n, w.cols] . w^T: tensor cores for affine w, else the decode
+    // product 8 rows at a time.
+    void rows_product(const DeviceMatrix& w, VectorInput& in, int64_t n, float* y, GemvOutput output);
+    void upload_weights();
+    void upload_experts(int64_t layer, Layer& ly, int64_t& next_block);
+    void allocate_activations();
+    void run_token(bool logits);        // the token and position in io_host_; logits to logits_host_
+    void enqueue_token(bool logits);    // what one token puts on the stream (captured as a graph)
+    void attention_block(const Layer& l, int64_t layer);
+    void moe_block(const Layer& l);
+    void dense_block(const Layer& l);
+    void products(std::initializer_list<GemvProduct> list, VectorInput& in, GemvOutput output);
+    float* kv(int64_t layer, int which) const {   // which: 0 keys, 1 values; [ctx, kv_dim]
+        return kv_.get<float>() + (2 * layer + which) * ctx_.kv.context() * kv_dim_;
+    }
+
+    engine::ModelContext ctx_;
+    const ModelConfig& c_;
+    int64_t q_dim_, kv_dim_;
+    float eps_;
+    std::unique_ptr<Stream> stream_owner_;   // made once a device is known to exist
+    cudaStream_t stream_ = nullptr;
+    DeviceMemory weights_, experts_, kv_, scratch_, inv_freq_, io_, attention_workspace_;
+    PinnedMemory io_host_, logits_host_;     // [token, position]; [vocab]
+    const std::byte* host_base_ = nullptr;   // the mapped weights.bin
+    DeviceMatrix embed_, head_;
+    const float* final_norm_ = nullptr;
+    RopeTable rope_;
+    std::vector<Layer> layers_;
+    // scratch: x, h [H]; q [q_dim]; k, v [kv_dim]; attn [q_dim]; router logits [E]; act [K, I];
+    // expert weights [K]; ids [K]; dense g, u [F]; logits [V]
+    float *x_, *h_, *q_, *k_, *v_, *attn_, *router_logits_, *act_, *ew_, *dg_, *du_, *logits_;
+    int32_t* ids_;
+    VectorInput h_in_, attn_in_, act_in_, dense_act_in_;   // the inputs of products
+    bool use_graphs_;
+    CapturedGraph graphs_[2];   // without, with logits
+    std::unique_ptr<PromptState> prompt_;
+};
+
+}  // namespace moepack::cuda
