@@ -8,6 +8,7 @@
 // the KV writes of the attention block (engine/models/decoder.cpp).
 #include "cuda_check.hpp"
 #include "kernels.hpp"
+#include "rms.cuh"
 
 namespace moepack::cuda {
 namespace {
@@ -20,7 +21,6 @@ __global__ void __launch_bounds__(kThreads)
                   int D, const float* __restrict__ q_norm, const float* __restrict__ k_norm, float eps, RopeTable rope,
                   const int32_t* __restrict__ positions, float* __restrict__ k_cache, float* __restrict__ v_cache) {
     __shared__ float head[kMaxHeadDim];
-    __shared__ float partial[kThreads / 32];
     const int64_t t = blockIdx.y, position = positions[t];
     const int64_t h = blockIdx.x, kv_dim = kv_heads * D;
     const bool is_q = h < heads, is_k = !is_q && h < heads + kv_heads;
@@ -34,15 +34,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int i = threadIdx.x; i < D; i += kThreads) head[i] = x[i];
     const float* norm = is_q ? q_norm : k_norm;
     if (norm) {
-        float ss = 0.0f;
-        for (int i = threadIdx.x; i < D; i += kThreads) ss = fmaf(head[i], head[i], ss);
-        for (int offset = 16; offset > 0; offset >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, offset);
-        if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = ss;
-        __syncthreads();
-        float total = 0.0f;
-#pragma unroll
-        for (int w = 0; w < kThreads / 32; ++w) total += partial[w];
-        const float inv = 1.0f / sqrtf(total / static_cast<float>(D) + eps);
+        const float inv = detail::inverse_rms<kThreads>(head, D, eps);
         for (int i = threadIdx.x; i < D; i += kThreads) head[i] = head[i] * inv * norm[i];
     }
     __syncthreads();

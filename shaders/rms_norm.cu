@@ -1,8 +1,9 @@
 // RMSNorm of n rows: out[t, :] = x[t, :] * rsqrt(mean(x[t, :]^2) + eps) * weight, one block
-// per row, the sum of squares reduced in float32 through shared memory. CPU reference:
+// per row, the sum of squares reduced in float32 (rms.cuh). CPU reference:
 // rms_norm_to in engine/blocks.cpp (which sums in double; the tests allow for it).
 #include "cuda_check.hpp"
 #include "kernels.hpp"
+#include "rms.cuh"
 
 namespace moepack::cuda {
 namespace {
@@ -11,18 +12,9 @@ constexpr int kThreads = 256;
 
 __global__ void __launch_bounds__(kThreads) rms_norm_rows(const float* __restrict__ x, float* __restrict__ out,
                                                           int64_t dim, const float* __restrict__ weight, float eps) {
-    __shared__ float partial[kThreads / 32];
     const float* xr = x + blockIdx.x * dim;
     float* o = out + blockIdx.x * dim;
-    float ss = 0.0f;
-    for (int64_t i = threadIdx.x; i < dim; i += kThreads) ss = fmaf(xr[i], xr[i], ss);
-    for (int offset = 16; offset > 0; offset >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, offset);
-    if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = ss;
-    __syncthreads();
-    float total = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kThreads / 32; ++w) total += partial[w];
-    const float inv = rsqrtf(total / static_cast<float>(dim) + eps);
+    const float inv = detail::inverse_rms<kThreads>(xr, dim, eps);
     for (int64_t i = threadIdx.x; i < dim; i += kThreads) o[i] = xr[i] * inv * weight[i];
 }
 
