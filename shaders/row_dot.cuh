@@ -201,10 +201,11 @@ struct FloatRows {
 };
 
 // Calls run(Rows{}) with the row reader for w's encoding: 16-byte loads when every row (and
-// the moved copies, `stride` apart) starts on a 16-byte boundary and is a whole number of
-// chunks, and the input rows are aligned alike.
+// the other matrices read alike, `offsets` being the OR of their byte offsets from w: expert
+// strides, distances between products) starts on a 16-byte boundary and is a whole number
+// of chunks, and the input rows are aligned alike.
 template <typename Run>
-void with_rows(const DeviceMatrix& w, int64_t stride, const ProductInput& in, Run&& run) {
+void with_rows(const DeviceMatrix& w, int64_t offsets, const ProductInput& in, Run&& run) {
     const auto aligned = [&](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
     switch (w.format) {
         case DeviceFormat::affine: {
@@ -213,7 +214,7 @@ void with_rows(const DeviceMatrix& w, int64_t stride, const ProductInput& in, Ru
                 fail("gemv: affine ", w.bits, "-bit weights (group ", w.group_size, ", ", w.cols,
                      " columns) need their input quantised for them");
             const int per_word = 32 / w.bits;
-            const bool wide = aligned(w.data) && stride % 16 == 0 && w.row_words % 4 == 0 && w.group_size % (4 * per_word) == 0;
+            const bool wide = aligned(w.data) && offsets % 16 == 0 && w.row_words % 4 == 0 && w.group_size % (4 * per_word) == 0;
             switch (w.bits * 2 + (wide ? 1 : 0)) {
                 case 4: run(AffineRows<2, 1>{}); break;
                 case 5: run(AffineRows<2, 4>{}); break;
@@ -230,7 +231,7 @@ void with_rows(const DeviceMatrix& w, int64_t stride, const ProductInput& in, Ru
         case DeviceFormat::f32: {
             if (!in.x) fail("gemv: float weights need float inputs");
             const size_t size = w.format == DeviceFormat::f32 ? 4 : 2;
-            const bool wide = aligned(w.data) && aligned(in.x) && stride % 16 == 0 && (w.cols * size) % 16 == 0;
+            const bool wide = aligned(w.data) && aligned(in.x) && offsets % 16 == 0 && (w.cols * size) % 16 == 0;
             if (w.format == DeviceFormat::f32)
                 wide ? run(FloatRows<float, true>{}) : run(FloatRows<float, false>{});
             else if (w.format == DeviceFormat::bf16)

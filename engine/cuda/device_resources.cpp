@@ -14,7 +14,6 @@ DeviceMemory::DeviceMemory(size_t bytes, const char* what) {
         fail("CUDA: ", what, " needs ", static_cast<double>(bytes) / 1e9, " GB of GPU memory, ",
              static_cast<double>(free) / 1e9, " GB are free");
     check_cuda(cudaMalloc(&p_, std::max<size_t>(bytes, 1)), what);
-    bytes_ = bytes;
 }
 
 VectorInput::Version* VectorInput::find(const DeviceMatrix& w) {

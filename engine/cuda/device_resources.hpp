@@ -22,19 +22,16 @@ public:
     ~DeviceMemory() {
         if (p_) cudaFree(p_);
     }
-    DeviceMemory(DeviceMemory&& o) noexcept : p_(std::exchange(o.p_, nullptr)), bytes_(o.bytes_) {}
+    DeviceMemory(DeviceMemory&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
     DeviceMemory& operator=(DeviceMemory&& o) noexcept {
         std::swap(p_, o.p_);
-        std::swap(bytes_, o.bytes_);
         return *this;
     }
     template <typename T = std::byte>
     T* get() const { return static_cast<T*>(p_); }
-    size_t bytes() const { return bytes_; }
 
 private:
     void* p_ = nullptr;
-    size_t bytes_ = 0;
 };
 
 // Page-locked host memory (the target of asynchronous copies and of captured graphs' copies).

@@ -70,18 +70,18 @@ void GpuDecoder::upload_weights() {
     const int64_t H = c_.hidden_size, E = c_.num_experts;
     // weights.bin, whole: each tensor keeps its offset
     const engine::DenseWeights& w = ctx_.weights;
-    host_base_ = w.base();
+    const std::byte* host_base = w.base();
     weights_ = DeviceMemory(w.bytes(), "weights.bin");
-    check_cuda(cudaMemcpy(weights_.get(), host_base_, w.bytes(), cudaMemcpyHostToDevice), "uploading weights.bin");
+    check_cuda(cudaMemcpy(weights_.get(), host_base, w.bytes(), cudaMemcpyHostToDevice), "uploading weights.bin");
     auto on_device = [&](const WeightMatrix& m) {
         WeightMatrix d = m;
-        const auto moved = [&](const void* p) { return weights_.get() + (static_cast<const std::byte*>(p) - host_base_); };
+        const auto moved = [&](const void* p) { return weights_.get() + (static_cast<const std::byte*>(p) - host_base); };
         d.data = moved(m.data);
         if (m.scales) d.scales = reinterpret_cast<const uint16_t*>(moved(m.scales));
         if (m.biases) d.biases = reinterpret_cast<const uint16_t*>(moved(m.biases));
         return device_matrix(d);
     };
-    auto vec = [&](const float* host) { return reinterpret_cast<const float*>(weights_.get() + (reinterpret_cast<const std::byte*>(host) - host_base_)); };
+    auto vec = [&](const float* host) { return reinterpret_cast<const float*>(weights_.get() + (reinterpret_cast<const std::byte*>(host) - host_base)); };
     const WeightMatrix embed = w.matrix("embed_tokens.weight", c_.vocab_size, H);
     embed_ = on_device(embed);
     head_ = on_device(w.has("lm_head.weight") || !c_.tie_word_embeddings ? w.matrix("lm_head.weight", c_.vocab_size, H) : embed);

@@ -69,7 +69,6 @@ private:
     cudaStream_t stream_ = nullptr;
     DeviceMemory weights_, experts_, kv_, scratch_, inv_freq_, io_, attention_workspace_;
     PinnedMemory io_host_, logits_host_;     // [token, position]; [vocab]
-    const std::byte* host_base_ = nullptr;   // the mapped weights.bin
     DeviceMatrix embed_, head_;
     const float* final_norm_ = nullptr;
     RopeTable rope_;

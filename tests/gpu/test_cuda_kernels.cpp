@@ -493,6 +493,15 @@ TEST(CudaGemv, BadInputsAreRefused) {
     EXPECT_THROW(gemv(w, in.get(), 9, y_dev.as<float>(), GemvOutput::store, nullptr), moepack::Error);
     EXPECT_THROW(gemv(w, wrong_bits.get(), 1, y_dev.as<float>(), GemvOutput::store, nullptr), moepack::Error);
     EXPECT_THROW(gemv(w, ProductInput{in.get().x, nullptr}, 1, y_dev.as<float>(), GemvOutput::store, nullptr), moepack::Error);
+    RowGroups rows;
+    rows.count = 1;
+    EXPECT_THROW(gemm(w, 0, wrong_bits.quantized(), rows, y_dev.as<float>(), GemvOutput::store, nullptr), moepack::Error);
+    // gate and up records laid out differently (other widths), for either kernel
+    const Matrix wide = random_matrix(rng, engine::WeightFormat::affine, 4, 128, 4, 64);
+    DeviceBuffer wide_dev(wide.bytes), ids_dev(std::vector<int32_t>{0});
+    const DeviceMatrix up = device_matrix(view(wide, wide_dev.as<std::byte>()));
+    EXPECT_THROW(expert_gate_up(w, up, 0, ids_dev.as<int32_t>(), 1, in.get(), y_dev.as<float>(), nullptr), moepack::Error);
+    EXPECT_THROW(gemm_swiglu(w, up, 0, in.quantized(), rows, y_dev.as<float>(), nullptr), moepack::Error);
 }
 
 TEST(CudaBlocks, RmsNormAndSwigluMatchTheCpu) {
