@@ -27,6 +27,10 @@ uint64_t available_ram_bytes() {
     return 0;
 }
 
+// GPU memory kept free for activations, quantised inputs and workspaces when sizing the
+// GPU expert cache by default.
+constexpr uint64_t kGpuWorkingBytes = 2'000'000'000;
+
 uint64_t elapsed_ns(std::chrono::steady_clock::time_point start) {
     return static_cast<uint64_t>(
         std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count());
@@ -41,14 +45,36 @@ Engine::Impl::Impl(const std::string& directory, const EngineOptions& o) : optio
     if (o.batch < 1) fail("batch size must be at least 1, got ", o.batch);
     weights = std::make_unique<DenseWeights>(*pack);
     pool = std::make_unique<ThreadPool>(o.threads);
+    std::vector<bool> recurrent;
+    for (const LayerDesc& d : config.layers) recurrent.push_back(d.attention == AttentionKind::linear);
+    const bool any_recurrent = std::find(recurrent.begin(), recurrent.end(), true) != recurrent.end();
+    kv = std::make_unique<KvCache>(config.num_layers, o.context, config.num_kv_heads * config.head_dim, recurrent,
+                                   any_recurrent ? gated_deltanet_state_floats(config) : 0);
+    const CudaBackend& cuda = cuda_backend();
+    if (o.backend == Backend::cuda && !cuda.make)
+        fail("this build has no CUDA backend (built without nvcc, or with MOEPACK_CUDA=OFF)");
+    const uint64_t all_experts = pack->has_experts() ? pack->expert_layers().size() *
+                                                           static_cast<uint64_t>(pack->num_experts()) *
+                                                           pack->expert_layout().stride
+                                                     : 0;
+    // GPU memory for experts: as asked, else what is free once the dense weights, the KV
+    // cache and the working buffers have theirs
+    uint64_t device_experts = 0;
+    if (o.backend == Backend::cuda) {
+        const uint64_t others = weights->bytes() + 2 * static_cast<uint64_t>(config.num_layers * o.context) *
+                                                       static_cast<uint64_t>(config.num_kv_heads * config.head_dim) * 4;
+        const uint64_t free = cuda.free_memory();
+        device_experts = o.gpu_cache_bytes >= 0 ? static_cast<uint64_t>(o.gpu_cache_bytes)
+                         : free > others + kGpuWorkingBytes ? free - others - kGpuWorkingBytes
+                                                            : 0;
+    }
     if (config.num_moe_layers() > 0) {
         if (!pack->has_experts()) fail(directory, ": the model has MoE layers but the pack has no experts part");
         ExpertStoreOptions so;
-        const uint64_t all = pack->expert_layers().size() * static_cast<uint64_t>(pack->num_experts()) *
-                             pack->expert_layout().stride;
-        // the CUDA graph keeps its experts in GPU memory and reads them through the store once:
-        // by default its RAM cache is the least the store allows
-        const uint64_t by_default = o.backend == Backend::cuda ? 0 : std::min(all, available_ram_bytes() / 2);
+        // A GPU graph holding every expert reads each through the store once, at open: by
+        // default its RAM cache is then the least the store allows.
+        const bool all_on_gpu = o.backend == Backend::cuda && device_experts >= all_experts;
+        const uint64_t by_default = all_on_gpu ? 0 : std::min(all_experts, available_ram_bytes() / 2);
         so.cache_bytes = o.expert_cache_bytes >= 0 ? static_cast<uint64_t>(o.expert_cache_bytes) : by_default;
         so.min_slots = config.experts_per_token;
         so.policy = o.cache_policy;
@@ -59,19 +85,10 @@ Engine::Impl::Impl(const std::string& directory, const EngineOptions& o) : optio
         so.compute = pool.get();
         experts = std::make_unique<ExpertStore>(*pack, so);
     }
-    std::vector<bool> recurrent;
-    for (const LayerDesc& d : config.layers) recurrent.push_back(d.attention == AttentionKind::linear);
-    const bool any_recurrent = std::find(recurrent.begin(), recurrent.end(), true) != recurrent.end();
-    kv = std::make_unique<KvCache>(config.num_layers, o.context, config.num_kv_heads * config.head_dim, recurrent,
-                                   any_recurrent ? gated_deltanet_state_floats(config) : 0);
-    const ModelContext context{config, *weights, experts.get(), *pool, *kv, phases};
-    if (o.backend == Backend::cuda) {
-        const ModelFactory cuda = cuda_model_factory();
-        if (!cuda) fail("this build has no CUDA backend (built without nvcc, or with MOEPACK_CUDA=OFF)");
-        model = cuda(context);
-    } else {
-        model = make_model(context);
-    }
+    ModelContext context{config, *weights, experts.get(), *pool, *kv, phases, device};
+    context.device_expert_bytes = device_experts;
+    context.device_misses = o.gpu_misses;
+    model = o.backend == Backend::cuda ? cuda.make(context) : make_model(context);
     last_logits.resize(static_cast<size_t>(config.vocab_size));
 }
 
@@ -164,6 +181,7 @@ void Engine::truncate(int64_t tokens) {
 EngineStats Engine::stats() const {
     EngineStats s = impl_->stats;
     s.phases = impl_->phases;
+    s.device = impl_->device;
     if (impl_->experts) {
         s.experts = impl_->experts->stats();
         s.cache_slots = impl_->experts->slots();
@@ -175,6 +193,7 @@ EngineStats Engine::stats() const {
 void Engine::reset_stats() {
     impl_->stats = {};
     impl_->phases = {};
+    impl_->device.reset_counters();
     if (impl_->experts) impl_->experts->reset_stats();
 }
 

@@ -29,7 +29,10 @@ struct EngineOptions {
     int threads = 0;                   // compute threads; 0: every core
     int64_t context = 4096;            // KV cache positions (prompt + generated)
     int64_t batch = 256;               // prompt tokens per forward pass
-    int64_t expert_cache_bytes = -1;   // -1: half the available RAM, at most all experts
+    int64_t expert_cache_bytes = -1;   // RAM: -1: half the available RAM, at most all experts (0 with
+                                       // the CUDA backend when every expert fits GPU memory)
+    int64_t gpu_cache_bytes = -1;      // CUDA backend, GPU memory for experts: -1: what is free
+    MissHandling gpu_misses = MissHandling::automatic;   // CUDA backend: decode experts not in GPU memory
     CachePolicyKind cache_policy = CachePolicyKind::lru2;   // highest hit rate measured (with lfu)
     bool direct_io = false;            // O_DIRECT expert reads
     bool verify_experts = false;       // XXH3 of each expert on first load
@@ -45,6 +48,7 @@ struct EngineStats {
     ExpertStoreStats experts;
     int64_t cache_slots = 0;
     uint64_t cache_bytes = 0;
+    DeviceCacheStats device;           // the CUDA backend's expert cache (device.used)
 };
 
 class Engine {

@@ -32,6 +32,7 @@ struct Engine::Impl {
     std::unique_ptr<ThreadPool> pool;
     std::unique_ptr<KvCache> kv;
     PhaseTimes phases;
+    DeviceCacheStats device;
     std::unique_ptr<Model> model;
     std::vector<int32_t> context_tokens;
     std::vector<float> last_logits;

@@ -59,6 +59,9 @@ public:
     uint64_t cache_bytes() const { return static_cast<uint64_t>(slots_) * layout().stride; }
     bool has_layer(int64_t layer) const { return layer_index_.count(layer) != 0; }
     bool overlap_reads() const { return options_.overlap_reads; }
+    CachePolicyKind policy() const { return options_.policy; }
+    // The RAM cache's memory (a GPU backend page-locks it so its copies to the GPU are DMA).
+    std::span<std::byte> arena() const { return {arena_, static_cast<size_t>(arena_bytes_)}; }
 
     // Makes experts `experts` of model layer `layer` resident and pins them until
     // release_all(); out[i] receives the block of experts[i]. At most slots() distinct

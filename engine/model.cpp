@@ -8,11 +8,18 @@
 namespace moepack::engine {
 
 namespace {
-ModelFactory cuda_factory = nullptr;
+CudaBackend cuda;
 }  // namespace
 
-void set_cuda_model_factory(ModelFactory factory) { cuda_factory = factory; }
-ModelFactory cuda_model_factory() { return cuda_factory; }
+void set_cuda_backend(const CudaBackend& backend) { cuda = backend; }
+const CudaBackend& cuda_backend() { return cuda; }
+
+MissHandling parse_miss_handling(const std::string& name) {
+    if (name == "auto") return MissHandling::automatic;
+    if (name == "copy") return MissHandling::copy;
+    if (name == "cpu") return MissHandling::cpu;
+    fail("unknown handling of GPU expert misses '", name, "' (expected auto, copy or cpu)");
+}
 
 std::unique_ptr<Model> make_model(const ModelContext& context) {
     switch (context.config.family) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 
 #include "model_config.hpp"
 
@@ -29,6 +30,27 @@ struct PhaseTimes {
     uint64_t weight_bytes = 0;     // weight bytes the products streamed from memory (and recurrent states)
 };
 
+// What a GPU graph reports of its expert cache, and the copy rates it measured at open.
+struct DeviceCacheStats {
+    bool used = false;                  // a GPU graph runs the model
+    bool all_resident = false;          // every expert uploaded at open
+    int64_t slots = 0;                  // expert blocks GPU memory holds
+    uint64_t bytes = 0;                 // their GPU memory
+    uint64_t hits = 0, misses = 0;      // lookups of routed experts in GPU memory
+    uint64_t bytes_copied = 0;          // expert blocks copied host -> GPU
+    uint64_t copy_ns = 0;               // GPU time of those copies
+    uint64_t cpu_experts = 0;           // misses computed on the CPU instead of copied
+    double host_to_device_bytes_s = 0;  // page-locked host -> GPU copy rate
+    double device_memory_bytes_s = 0;   // GPU memory copy rate (read + write counted once)
+    void reset_counters() { hits = misses = bytes_copied = copy_ns = cpu_experts = 0; }
+};
+
+// What a GPU graph does with a decode token's routed experts that are not in GPU memory:
+// copy them over, compute them on the CPU from host memory, or share them between the two
+// in proportion to the rates it measures (automatic).
+enum class MissHandling { automatic, copy, cpu };
+MissHandling parse_miss_handling(const std::string& name);   // "auto", "copy", "cpu"
+
 struct ModelContext {
     const ModelConfig& config;
     const DenseWeights& weights;
@@ -36,6 +58,9 @@ struct ModelContext {
     ThreadPool& pool;
     KvCache& kv;
     PhaseTimes& times;
+    DeviceCacheStats& device;
+    uint64_t device_expert_bytes = 0;   // GPU graphs: GPU memory for routed experts
+    MissHandling device_misses = MissHandling::automatic;
 };
 
 class Model {
@@ -53,11 +78,16 @@ public:
 // Which processor runs the graph.
 enum class Backend { cpu, cuda };
 
-// The CUDA backend's graph maker, registered by the program when it links the backend
-// (moepack_cuda's register_cuda_backend()); null otherwise.
-using ModelFactory = std::unique_ptr<Model> (*)(const ModelContext& context);
-void set_cuda_model_factory(ModelFactory factory);
-ModelFactory cuda_model_factory();
+// The CUDA backend, registered by the program when it links it (moepack_cuda's
+// register_cuda_backend()); its members are null otherwise.
+struct CudaBackend {
+    std::unique_ptr<Model> (*make)(const ModelContext& context) = nullptr;
+    bool (*available)() = nullptr;                // a CUDA device is present
+    bool (*runs)(const ModelConfig& c) = nullptr;  // its graph runs this model
+    uint64_t (*free_memory)() = nullptr;          // GPU memory free now; throws without a GPU
+};
+void set_cuda_backend(const CudaBackend& backend);
+const CudaBackend& cuda_backend();
 
 // The graph for c.family; throws moepack::Error for a family or a feature this engine does
 // not run yet, or for missing or misshapen weights (naming the tensor).

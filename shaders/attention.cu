@@ -11,6 +11,7 @@
 
 #include "cuda_check.hpp"
 #include "kernels.hpp"
+#include "launch.cuh"
 
 namespace moepack::cuda {
 namespace {
@@ -34,6 +35,7 @@ __global__ void __launch_bounds__(kThreads)
     attend_chunk(const float* __restrict__ q, const float* __restrict__ k_cache, const float* __restrict__ v_cache,
                  float* __restrict__ partial, const int32_t* __restrict__ positions, int heads, int kv_heads, int D,
                  int group_heads, int64_t chunks, int64_t window, float scale) {
+    detail::wait_for_inputs();
     __shared__ float qs[kMaxGroupHeads][kMaxHeadDim];
     __shared__ float ks[kChunk][kMaxHeadDim + 1];
     __shared__ float scores[kMaxGroupHeads][kChunk];
@@ -92,6 +94,7 @@ __global__ void __launch_bounds__(kThreads)
 // out [n, heads * D] from the chunks' partial results: one block per (row, head).
 __global__ void __launch_bounds__(kThreads)
     merge_chunks(const float* __restrict__ partial, float* __restrict__ out, int D, int64_t chunks) {
+    detail::wait_for_inputs();
     const int64_t stride = D + 2;
     const float* p = partial + static_cast<int64_t>(blockIdx.x) * chunks * stride;
     float m = -INFINITY;
@@ -126,11 +129,11 @@ void attention(const float* q, const float* k_cache, const float* v_cache, float
     if (chunks > 65535 || n * kv_heads > 2147483647) fail("attention: a context of ", context, " positions in one launch");
     const float scale = 1.0f / sqrtf(static_cast<float>(head_dim));
     const dim3 grid(static_cast<unsigned>(n * kv_heads), static_cast<unsigned>(chunks), static_cast<unsigned>(heads / kv_heads / group));
-    attend_chunk<<<grid, kThreads, 0, stream>>>(q, k_cache, v_cache, workspace, positions, static_cast<int>(heads),
+    detail::launch(attend_chunk, grid, kThreads, 0, stream, q, k_cache, v_cache, workspace, positions, static_cast<int>(heads),
                                                 static_cast<int>(kv_heads), static_cast<int>(head_dim), static_cast<int>(group),
                                                 chunks, window, scale);
     check_launch("attention");
-    merge_chunks<<<static_cast<unsigned>(n * heads), kThreads, 0, stream>>>(workspace, out, static_cast<int>(head_dim), chunks);
+    detail::launch(merge_chunks, static_cast<unsigned>(n * heads), kThreads, 0, stream, workspace, out, static_cast<int>(head_dim), chunks);
     check_launch("attention (merge)");
 }
 

@@ -8,6 +8,7 @@
 // the KV writes of the attention block (engine/models/decoder.cpp).
 #include "cuda_check.hpp"
 #include "kernels.hpp"
+#include "launch.cuh"
 #include "rms.cuh"
 
 namespace moepack::cuda {
@@ -20,6 +21,7 @@ __global__ void __launch_bounds__(kThreads)
     prepare_heads(float* __restrict__ q, float* __restrict__ k, const float* __restrict__ v, int64_t heads, int64_t kv_heads,
                   int D, const float* __restrict__ q_norm, const float* __restrict__ k_norm, float eps, RopeTable rope,
                   const int32_t* __restrict__ positions, float* __restrict__ k_cache, float* __restrict__ v_cache) {
+    detail::wait_for_inputs();
     __shared__ float head[kMaxHeadDim];
     const int64_t t = blockIdx.y, position = positions[t];
     const int64_t h = blockIdx.x, kv_dim = kv_heads * D;
@@ -65,7 +67,7 @@ void attention_prologue(float* q, float* k, const float* v, int64_t n, int64_t h
         fail("attention_prologue: rotary_dim ", rope.rotary_dim, " does not fit head_dim ", head_dim);
     if (n > 65535) fail("attention_prologue: ", n, " rows in one launch");
     const dim3 grid(static_cast<unsigned>(heads + 2 * kv_heads), static_cast<unsigned>(n));
-    prepare_heads<<<grid, kThreads, 0, stream>>>(q, k, v, heads, kv_heads, static_cast<int>(head_dim), q_norm, k_norm, eps,
+    detail::launch(prepare_heads, grid, kThreads, 0, stream, q, k, v, heads, kv_heads, static_cast<int>(head_dim), q_norm, k_norm, eps,
                                                  rope, positions, k_cache, v_cache);
     check_launch("attention_prologue");
 }

@@ -5,6 +5,7 @@
 
 #include "cuda_check.hpp"
 #include "kernels.hpp"
+#include "launch.cuh"
 #include "row_dot.cuh"
 
 namespace moepack::cuda {
@@ -14,6 +15,7 @@ constexpr int kThreads = 256;
 
 __global__ void __launch_bounds__(kThreads)
     embed_rows_kernel(DeviceMatrix table, const int32_t* __restrict__ ids, float* __restrict__ out) {
+    detail::wait_for_inputs();
     const int64_t r = ids[blockIdx.x];
     float* o = out + static_cast<int64_t>(blockIdx.x) * table.cols;
     if (r < 0 || r >= table.rows) {   // the host checks ids; a bad one gives NaN, not a stray read
@@ -44,7 +46,7 @@ __global__ void __launch_bounds__(kThreads)
 void embed_rows(const DeviceMatrix& table, const int32_t* ids, int64_t n, float* out, cudaStream_t stream) {
     if (n <= 0 || table.cols <= 0) return;
     if (n > 2147483647) fail("embed_rows: ", n, " rows");
-    embed_rows_kernel<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(table, ids, out);
+    detail::launch(embed_rows_kernel, static_cast<unsigned>(n), kThreads, 0, stream, table, ids, out);
     check_launch("embed_rows");
 }
 

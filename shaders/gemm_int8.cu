@@ -3,13 +3,17 @@
 // (unsigned codes x signed inputs, int32 sums), each 32-code step folded into float32 as
 // scale_w * scale_x * sum(q * xq), plus bias_w * sum(x) once per group — the integer sums the
 // decode kernels and the CPU's int8 kernels compute. The product is grouped: problem e
-// (an expert; blockIdx.z) reads matrix e (`stride` bytes apart) and the rows of X its row
-// list names (RowGroups), so a layer's routed experts are one launch whatever the routing.
+// (an expert) reads expert e's matrix (ExpertBlocks) and the rows of X its row list names
+// (RowGroups); a block takes one tile of one problem's rows, so a layer's routed experts are
+// one launch whatever the routing, its grid as large as the rows need.
 // Block tile 64 weight rows x 32 input rows, 4 warps of 32 x 16; tiles staged in shared
 // memory. Modes: store, add to Y, or SwiGLU of a gate/up pair (two matrices, one tile each).
 // CPU reference: the int8 kernels of engine/cpu/matmul*.cpp (the same integer sums).
+#include <algorithm>
+
 #include "cuda_check.hpp"
 #include "kernels.hpp"
+#include "launch.cuh"
 #include "row_dot.cuh"
 
 namespace moepack::cuda {
@@ -33,8 +37,9 @@ __device__ inline void mma_u8s8(const uint32_t (&a)[4], const int (&b)[2], int (
 
 template <int Bits, int Mats>
 __global__ void __launch_bounds__(kThreads)
-    gemm_tiles(DeviceMatrix w, int64_t stride, int64_t pair_offset, InputRows x, RowGroups groups, float* __restrict__ y,
+    gemm_tiles(DeviceMatrix w, ExpertBlocks blocks, int64_t pair_offset, InputRows x, RowGroups groups, float* __restrict__ y,
                int mode) {
+    detail::wait_for_inputs();
     constexpr int kPlanes = 8 / Bits, kWords = kTileCodes * Bits / 32;   // code words per row per stage
     constexpr uint32_t kMask = Bits == 8 ? 0xffffffffu : Bits == 4 ? 0x0f0f0f0fu : 0x03030303u;
     __shared__ uint32_t ws[Mats][kTileRows][kWords + 1];
@@ -42,18 +47,28 @@ __global__ void __launch_bounds__(kThreads)
     __shared__ float w_scale[Mats][kTileRows][2], w_bias[Mats][kTileRows][2], x_scale[kTileInputs][2], x_sum[kTileInputs][2];
     __shared__ int64_t row_of[kTileInputs];
 
-    const int64_t e = blockIdx.z;
-    int64_t begin = 0, count = groups.count;
+    // blockIdx.y: a tile of one problem's rows (tiles numbers them per problem)
+    int64_t e = 0, begin = 0, count = groups.count, n0 = static_cast<int64_t>(blockIdx.y) * kTileInputs;
     if (groups.order) {
+        const int t = static_cast<int>(blockIdx.y);
+        int lo = 0, hi = static_cast<int>(groups.problems);   // tiles[lo] <= t < tiles[hi]
+        if (t >= groups.tiles[hi]) return;
+        while (hi - lo > 1) {
+            const int mid = (lo + hi) / 2;
+            (groups.tiles[mid] <= t ? lo : hi) = mid;
+        }
+        e = lo;
         begin = groups.offsets[e];
         count = groups.offsets[e + 1] - begin;
+        n0 = static_cast<int64_t>(t - groups.tiles[e]) * kTileInputs;
     }
-    const int64_t n0 = static_cast<int64_t>(blockIdx.y) * kTileInputs, m0 = static_cast<int64_t>(blockIdx.x) * kTileRows;
+    const int64_t m0 = static_cast<int64_t>(blockIdx.x) * kTileRows;
     if (n0 >= count) return;
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, gid = lane / 4, tig = lane % 4;
     detail::RowSource src[Mats];
-    src[0] = detail::moved(w, e * stride);
-    if constexpr (Mats == 2) src[1] = detail::moved(w, e * stride + pair_offset);
+    const int64_t base = detail::block_offset(blocks, e);
+    src[0] = detail::moved(w, base);
+    if constexpr (Mats == 2) src[1] = detail::moved(w, base + pair_offset);
     for (int i = tid; i < kTileInputs; i += kThreads) {
         const int64_t idx = n0 + i;
         row_of[i] = idx < count ? (groups.order ? groups.order[begin + idx] : idx) : -1;
@@ -151,15 +166,17 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <int Mats>
-void launch(const DeviceMatrix& w, int64_t stride, int64_t pair_offset, const QuantizedInput& x, const RowGroups& groups,
-            float* y, int mode, cudaStream_t stream) {
+void launch(const DeviceMatrix& w, const ExpertBlocks& blocks, int64_t pair_offset, const QuantizedInput& x,
+            const RowGroups& groups, float* y, int mode, cudaStream_t stream) {
     const InputRows in{x.values, x.scales, x.sums, x.padded(), x.groups};
-    const dim3 grid(static_cast<unsigned>((w.rows + kTileRows - 1) / kTileRows),
-                    static_cast<unsigned>((groups.count + kTileInputs - 1) / kTileInputs), static_cast<unsigned>(groups.problems));
+    // grouped: at most ceil(count / tile) tiles plus one partial tile per non-empty problem
+    const int64_t tiles = (groups.count + kTileInputs - 1) / kTileInputs +
+                          (groups.order ? std::min(groups.problems, groups.count) : 0);
+    const dim3 grid(static_cast<unsigned>((w.rows + kTileRows - 1) / kTileRows), static_cast<unsigned>(tiles));
     switch (w.bits) {
-        case 2: gemm_tiles<2, Mats><<<grid, kThreads, 0, stream>>>(w, stride, pair_offset, in, groups, y, mode); break;
-        case 4: gemm_tiles<4, Mats><<<grid, kThreads, 0, stream>>>(w, stride, pair_offset, in, groups, y, mode); break;
-        case 8: gemm_tiles<8, Mats><<<grid, kThreads, 0, stream>>>(w, stride, pair_offset, in, groups, y, mode); break;
+        case 2: detail::launch(gemm_tiles<2, Mats>, grid, kThreads, 0, stream, w, blocks, pair_offset, in, groups, y, mode); break;
+        case 4: detail::launch(gemm_tiles<4, Mats>, grid, kThreads, 0, stream, w, blocks, pair_offset, in, groups, y, mode); break;
+        case 8: detail::launch(gemm_tiles<8, Mats>, grid, kThreads, 0, stream, w, blocks, pair_offset, in, groups, y, mode); break;
         default: fail("gemm: affine weights of ", w.bits, " bits");
     }
     check_launch("gemm");
@@ -167,10 +184,12 @@ void launch(const DeviceMatrix& w, int64_t stride, int64_t pair_offset, const Qu
 
 constexpr int kGroupThreads = 1024;
 
-// offsets [E + 1] and order [n * k] of the (token, slot) pairs p = t * k + j grouped by expert.
+// offsets [E + 1] and order [n * k] of the (token, slot) pairs p = t * k + j grouped by
+// expert, and tiles [E + 1], the prefix sums of each expert's gemm row tiles.
 __global__ void __launch_bounds__(kGroupThreads)
     group_pairs(const int32_t* __restrict__ experts, int64_t pairs, int num_experts, int32_t* __restrict__ offsets,
-                int32_t* __restrict__ order) {
+                int32_t* __restrict__ order, int32_t* __restrict__ tiles) {
+    detail::wait_for_inputs();
     extern __shared__ int counts[];   // [num_experts], then cursors [num_experts]
     int* cursor = counts + num_experts;
     for (int e = threadIdx.x; e < num_experts; e += kGroupThreads) counts[e] = 0;
@@ -178,13 +197,16 @@ __global__ void __launch_bounds__(kGroupThreads)
     for (int64_t p = threadIdx.x; p < pairs; p += kGroupThreads) atomicAdd(&counts[experts[p]], 1);
     __syncthreads();
     if (threadIdx.x == 0) {
-        int total = 0;
+        int total = 0, tile = 0;
         for (int e = 0; e < num_experts; ++e) {
             offsets[e] = total;
+            tiles[e] = tile;
             cursor[e] = total;
             total += counts[e];
+            tile += (counts[e] + kTileInputs - 1) / kTileInputs;
         }
         offsets[num_experts] = total;
+        tiles[num_experts] = tile;
     }
     __syncthreads();
     for (int64_t p = threadIdx.x; p < pairs; p += kGroupThreads) order[atomicAdd(&cursor[experts[p]], 1)] = static_cast<int32_t>(p);
@@ -194,6 +216,7 @@ constexpr int kCombineThreads = 256;
 
 __global__ void combine_pairs(float* __restrict__ x, const float* __restrict__ y, const float* __restrict__ weights, int64_t n,
                               int64_t k, int64_t hidden) {
+    detail::wait_for_inputs();
     const int64_t i = static_cast<int64_t>(blockIdx.x) * kCombineThreads + threadIdx.x;
     if (i >= n * hidden) return;
     const int64_t t = i / hidden, c = i % hidden;
@@ -202,19 +225,25 @@ __global__ void combine_pairs(float* __restrict__ x, const float* __restrict__ y
     x[i] += sum;
 }
 
+void check_groups(const RowGroups& groups, const char* what) {
+    if (groups.order && (!groups.offsets || !groups.tiles)) fail(what, ": grouped rows need offsets and tiles (group_by_expert)");
+    if (groups.count > 65535 * int64_t{kTileInputs} - groups.problems || groups.problems > 65535)
+        fail(what, ": ", groups.count, " rows of ", groups.problems, " problems in one launch");
+}
+
 }  // namespace
 
-void gemm(const DeviceMatrix& w, int64_t stride, const QuantizedInput& x, const RowGroups& groups, float* y, GemvOutput output,
-          cudaStream_t stream) {
+void gemm(const DeviceMatrix& w, const ExpertBlocks& blocks, const QuantizedInput& x, const RowGroups& groups, float* y,
+          GemvOutput output, cudaStream_t stream) {
     if (w.rows <= 0 || groups.count <= 0) return;
     if (w.format != DeviceFormat::affine) fail("gemm: the tensor-core product takes affine weights");
     if (x.bits != w.bits || x.group_size != w.group_size || x.cols != w.cols)
         fail("gemm: ", w.bits, "-bit weights (group ", w.group_size, ", ", w.cols, " columns) need their input quantised for them");
-    if (groups.problems > 65535 || groups.count > 65535 * int64_t{kTileInputs}) fail("gemm: ", groups.count, " rows in one launch");
-    launch<1>(w, stride, 0, x, groups, y, output == GemvOutput::add ? 1 : 0, stream);
+    check_groups(groups, "gemm");
+    launch<1>(w, blocks, 0, x, groups, y, output == GemvOutput::add ? 1 : 0, stream);
 }
 
-void gemm_swiglu(const DeviceMatrix& gate, const DeviceMatrix& up, int64_t stride, const QuantizedInput& x,
+void gemm_swiglu(const DeviceMatrix& gate, const DeviceMatrix& up, const ExpertBlocks& blocks, const QuantizedInput& x,
                  const RowGroups& groups, float* act, cudaStream_t stream) {
     if (gate.rows <= 0 || groups.count <= 0) return;
     if (gate.format != DeviceFormat::affine || up.format != DeviceFormat::affine || up.rows != gate.rows ||
@@ -224,22 +253,23 @@ void gemm_swiglu(const DeviceMatrix& gate, const DeviceMatrix& up, int64_t strid
         fail("gemm_swiglu: the gate and up records are laid out differently");
     if (x.bits != gate.bits || x.group_size != gate.group_size || x.cols != gate.cols)
         fail("gemm_swiglu: the input is not quantised for the weights");
+    check_groups(groups, "gemm_swiglu");
     const int64_t pair_offset = static_cast<const char*>(up.data) - static_cast<const char*>(gate.data);
-    launch<2>(gate, stride, pair_offset, x, groups, act, 0, stream);
+    launch<2>(gate, blocks, pair_offset, x, groups, act, 0, stream);
 }
 
 void group_by_expert(const int32_t* experts, int64_t n, int64_t k, int64_t num_experts, int32_t* offsets, int32_t* order,
-                     cudaStream_t stream) {
+                     int32_t* tiles, cudaStream_t stream) {
     if (n <= 0) return;
     const auto shared = static_cast<size_t>(2 * num_experts) * sizeof(int);
     if (shared > 48 * 1024) fail("group_by_expert: ", num_experts, " experts");
-    group_pairs<<<1, kGroupThreads, shared, stream>>>(experts, n * k, static_cast<int>(num_experts), offsets, order);
+    detail::launch(group_pairs, 1, kGroupThreads, shared, stream, experts, n * k, static_cast<int>(num_experts), offsets, order, tiles);
     check_launch("group_by_expert");
 }
 
 void combine_experts(float* x, const float* y, const float* weights, int64_t n, int64_t k, int64_t hidden, cudaStream_t stream) {
     if (n <= 0 || hidden <= 0) return;
-    combine_pairs<<<static_cast<unsigned>((n * hidden + kCombineThreads - 1) / kCombineThreads), kCombineThreads, 0, stream>>>(
+    detail::launch(combine_pairs, static_cast<unsigned>((n * hidden + kCombineThreads - 1) / kCombineThreads), kCombineThreads, 0, stream,
         x, y, weights, n, k, hidden);
     check_launch("combine_experts");
 }

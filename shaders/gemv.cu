@@ -8,6 +8,7 @@
 
 #include "cuda_check.hpp"
 #include "kernels.hpp"
+#include "launch.cuh"
 #include "row_dot.cuh"
 
 namespace moepack::cuda {
@@ -26,6 +27,7 @@ struct ProductList {
 
 template <class Rows, int N>
 __global__ void __launch_bounds__(kWarps * 32) gemv_rows(ProductList list, InputView in, bool add) {
+    detail::wait_for_inputs();
     int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
     if (r >= list.end[list.count - 1]) return;
     GemvProduct p = list.products[0];
@@ -55,7 +57,7 @@ void launch(const ProductList& list, const ProductInput& x, int64_t offsets, boo
     const int64_t rows = list.end[list.count - 1];
     detail::with_rows(w, offsets, x, [&](auto rows_reader) {
         using Rows = decltype(rows_reader);
-        gemv_rows<Rows, N><<<static_cast<unsigned>((rows + kWarps - 1) / kWarps), kWarps * 32, 0, stream>>>(list, in, add);
+        detail::launch(gemv_rows<Rows, N>, static_cast<unsigned>((rows + kWarps - 1) / kWarps), kWarps * 32, 0, stream, list, in, add);
     });
     check_launch("gemv");
 }

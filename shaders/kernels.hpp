@@ -66,17 +66,25 @@ inline void gemv(const DeviceMatrix& w, const ProductInput& x, int64_t n, float*
     gemv(&p, 1, x, n, output, stream);
 }
 
+// Where the experts' blocks lie: expert e's block at block 0's address + b * stride, with
+// b = slot[e] when slot is set (device memory [num_experts]: experts held in the slots of a
+// cache), else b = e (a layer's blocks side by side).
+struct ExpertBlocks {
+    int64_t stride = 0;
+    const int32_t* slot = nullptr;
+};
+
 // The routed experts of one token, the expert ids in device memory (no trip to the host):
-// expert j's block lies at the blocks' base + ids[j] * stride, and `gate`, `up`, `down` are
-// the records of block 0 (block 0's address plus the record's offset).
+// `gate`, `up`, `down` are the records of block 0 (block 0's address plus the record's
+// offset), expert ids[j]'s block found through `blocks`.
 // act [k, I] = silu(gate_j . x) * (up_j . x) (I = gate.rows). CPU reference: moe_ffn
 // (engine/models/decoder.cpp).
-void expert_gate_up(const DeviceMatrix& gate, const DeviceMatrix& up, int64_t stride, const int32_t* ids, int64_t k,
-                    const ProductInput& x, float* act, cudaStream_t stream);
+void expert_gate_up(const DeviceMatrix& gate, const DeviceMatrix& up, const ExpertBlocks& blocks, const int32_t* ids,
+                    int64_t k, const ProductInput& x, float* act, cudaStream_t stream);
 // x [H] += sum over j < k, in slot order, of weights[j] * (down_j . act_j) (H = down.rows;
 // act holds k vectors of down.cols values).
-void expert_down_add(const DeviceMatrix& down, int64_t stride, const int32_t* ids, const float* weights, int64_t k,
-                     const ProductInput& act, float* x, cudaStream_t stream);
+void expert_down_add(const DeviceMatrix& down, const ExpertBlocks& blocks, const int32_t* ids, const float* weights,
+                     int64_t k, const ProductInput& act, float* x, cudaStream_t stream);
 
 // out[t, :] = x[t, :] / rms(x[t, :]) * weight for n rows of dim values. CPU reference:
 // rms_norm_to (blocks.hpp).
@@ -103,27 +111,30 @@ void attention_prologue(float* q, float* k, const float* v, int64_t n, int64_t h
 
 // Which rows a grouped product reads and writes. With order: problem e (0 <= e < problems)
 // takes the row indices order[offsets[e] .. offsets[e + 1]) (device memory): for each such
-// index p it reads input row p / input_div and writes output row p. Without: one problem,
-// rows 0 .. count - 1. count bounds the rows of any problem (the grid's size).
+// index p it reads input row p / input_div and writes output row p; tiles [problems + 1]
+// numbers the product's tiles of rows per problem (group_by_expert makes all three), and
+// count is the number of indices. Without: one problem, rows 0 .. count - 1.
 struct RowGroups {
     const int32_t* offsets = nullptr;   // [problems + 1]
     const int32_t* order = nullptr;
+    const int32_t* tiles = nullptr;     // [problems + 1]
     int64_t problems = 1, count = 0;
     int64_t input_div = 1;
 };
 
 // Prompt products on the tensor cores, affine weights only: y[p, :] (=|+=) x[p / input_div]
-// . w_e^T for the rows of each problem e, w_e the matrix of w moved by e * stride bytes.
+// . w_e^T for the rows of each problem e, w_e the matrix of expert e's block (`blocks`).
 // CPU reference: matmul's int8 kernels (the same integer sums).
-void gemm(const DeviceMatrix& w, int64_t stride, const QuantizedInput& x, const RowGroups& groups, float* y, GemvOutput output,
-          cudaStream_t stream);
+void gemm(const DeviceMatrix& w, const ExpertBlocks& blocks, const QuantizedInput& x, const RowGroups& groups, float* y,
+          GemvOutput output, cudaStream_t stream);
 // act[p, :] = silu(x . gate_e^T) * (x . up_e^T) for the rows of each problem e.
-void gemm_swiglu(const DeviceMatrix& gate, const DeviceMatrix& up, int64_t stride, const QuantizedInput& x,
+void gemm_swiglu(const DeviceMatrix& gate, const DeviceMatrix& up, const ExpertBlocks& blocks, const QuantizedInput& x,
                  const RowGroups& groups, float* act, cudaStream_t stream);
 // The (token, slot) pairs p = t * k + j of experts [n, k] grouped by expert: offsets
-// [num_experts + 1], order [n * k] (within an expert in no fixed order).
+// [num_experts + 1], order [n * k] (within an expert in no fixed order), and the grouped
+// products' row tiles per expert, tiles [num_experts + 1] (device memory, all three).
 void group_by_expert(const int32_t* experts, int64_t n, int64_t k, int64_t num_experts, int32_t* offsets, int32_t* order,
-                     cudaStream_t stream);
+                     int32_t* tiles, cudaStream_t stream);
 // x [n, hidden] += sum over j < k, in slot order, of weights[t, j] * y[t * k + j, :].
 void combine_experts(float* x, const float* y, const float* weights, int64_t n, int64_t k, int64_t hidden, cudaStream_t stream);
 

@@ -4,6 +4,7 @@
 // (engine/cpu/matmul.cpp), whose rounding rule this follows.
 #include "cuda_check.hpp"
 #include "kernels.hpp"
+#include "launch.cuh"
 
 namespace moepack::cuda {
 namespace {
@@ -21,6 +22,7 @@ __device__ inline int64_t plane_position(int64_t c, int bits) {
 
 __global__ void __launch_bounds__(kWarps * 32)
     quantize_groups(const float* __restrict__ x, QuantizedInput q) {
+    detail::wait_for_inputs();
     const int64_t item = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
     if (item >= q.n * q.groups) return;
     const int lane = threadIdx.x % 32;
@@ -76,7 +78,7 @@ QuantizedInput quantized_input_in(void* memory, int64_t n, int64_t cols, int gro
 void quantize_input(const float* x, const QuantizedInput& q, cudaStream_t stream) {
     const int64_t items = q.n * q.groups;
     if (items <= 0) return;
-    quantize_groups<<<static_cast<unsigned>((items + kWarps - 1) / kWarps), kWarps * 32, 0, stream>>>(x, q);
+    detail::launch(quantize_groups, static_cast<unsigned>((items + kWarps - 1) / kWarps), kWarps * 32, 0, stream, x, q);
     check_launch("quantize_input");
 }
 

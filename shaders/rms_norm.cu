@@ -3,6 +3,7 @@
 // rms_norm_to in engine/blocks.cpp (which sums in double; the tests allow for it).
 #include "cuda_check.hpp"
 #include "kernels.hpp"
+#include "launch.cuh"
 #include "rms.cuh"
 
 namespace moepack::cuda {
@@ -12,6 +13,7 @@ constexpr int kThreads = 256;
 
 __global__ void __launch_bounds__(kThreads) rms_norm_rows(const float* __restrict__ x, float* __restrict__ out,
                                                           int64_t dim, const float* __restrict__ weight, float eps) {
+    detail::wait_for_inputs();
     const float* xr = x + blockIdx.x * dim;
     float* o = out + blockIdx.x * dim;
     const float inv = detail::inverse_rms<kThreads>(xr, dim, eps);
@@ -22,7 +24,7 @@ __global__ void __launch_bounds__(kThreads) rms_norm_rows(const float* __restric
 
 void rms_norm(const float* x, float* out, int64_t n, int64_t dim, const float* weight, float eps, cudaStream_t stream) {
     if (n <= 0 || dim <= 0) return;
-    rms_norm_rows<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(x, out, dim, weight, eps);
+    detail::launch(rms_norm_rows, static_cast<unsigned>(n), kThreads, 0, stream, x, out, dim, weight, eps);
     check_launch("rms_norm");
 }
 

@@ -5,6 +5,7 @@
 // CPU reference: route (engine/blocks.cpp).
 #include "cuda_check.hpp"
 #include "kernels.hpp"
+#include "launch.cuh"
 
 namespace moepack::cuda {
 namespace {
@@ -36,6 +37,7 @@ __device__ Best block_argmax(const float* s, int count, Best* warp_best) {
 __global__ void __launch_bounds__(kThreads) route_tokens(const float* __restrict__ logits, int num_experts, int k,
                                                          bool softmax_first, bool normalize, float scaling,
                                                          int32_t* __restrict__ experts, float* __restrict__ weights) {
+    detail::wait_for_inputs();
     extern __shared__ float s[];   // num_experts
     __shared__ Best warp_best[kThreads / 32];
     __shared__ float partial[kThreads / 32];
@@ -76,7 +78,7 @@ void route(const float* logits, int64_t n, int64_t num_experts, int64_t k, Route
     if (k < 1 || k > num_experts) fail("route: top-", k, " of ", num_experts, " experts");
     const auto shared = static_cast<size_t>(num_experts) * sizeof(float);
     if (shared > 48 * 1024) fail("route: ", num_experts, " experts exceed the kernel's shared memory");
-    route_tokens<<<static_cast<unsigned>(n), kThreads, shared, stream>>>(
+    detail::launch(route_tokens, static_cast<unsigned>(n), kThreads, shared, stream,
         logits, static_cast<int>(num_experts), static_cast<int>(k), function == RouteFunction::softmax_topk, normalize_topk,
         scaling_factor, experts, weights);
     check_launch("route");

@@ -62,6 +62,11 @@ __device__ inline RowSource moved(const DeviceMatrix& w, int64_t offset) {
                      w.biases ? reinterpret_cast<const uint16_t*>(reinterpret_cast<const char*>(w.biases) + offset) : nullptr};
 }
 
+// Bytes from block 0 to expert e's block.
+__device__ inline int64_t block_offset(const ExpertBlocks& b, int64_t e) {
+    return (b.slot ? int64_t{__ldg(b.slot + e)} : e) * b.stride;
+}
+
 // V 32-bit words of one load.
 template <int V>
 struct Words {

@@ -2,6 +2,7 @@
 #include "cuda/device_resources.hpp"
 
 #include <algorithm>
+#include <cstring>
 
 #include "error.hpp"
 
@@ -14,6 +15,49 @@ DeviceMemory::DeviceMemory(size_t bytes, const char* what) {
         fail("CUDA: ", what, " needs ", static_cast<double>(bytes) / 1e9, " GB of GPU memory, ",
              static_cast<double>(free) / 1e9, " GB are free");
     check_cuda(cudaMalloc(&p_, std::max<size_t>(bytes, 1)), what);
+}
+
+namespace {
+
+// Seconds of the fastest of a few copies of `bytes` from src to dst.
+double best_copy_seconds(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+    Stream stream;
+    cudaEvent_t start = nullptr, end = nullptr;
+    check_cuda(cudaEventCreate(&start), "cudaEventCreate");
+    if (cudaEventCreate(&end) != cudaSuccess) {
+        cudaEventDestroy(start);
+        fail("cudaEventCreate failed");
+    }
+    float best = 0;
+    cudaError_t status = cudaSuccess;
+    for (int i = 0; i < 4 && status == cudaSuccess; ++i) {
+        cudaEventRecord(start, stream);
+        cudaMemcpyAsync(dst, src, bytes, kind, stream);
+        cudaEventRecord(end, stream);
+        status = cudaEventSynchronize(end);
+        float ms = 0;
+        if (status == cudaSuccess) status = cudaEventElapsedTime(&ms, start, end);
+        if (i > 0 && (best == 0 || ms < best)) best = ms;   // the first copy warms up
+    }
+    cudaEventDestroy(start);
+    cudaEventDestroy(end);
+    check_cuda(status, "timing a copy");
+    return static_cast<double>(best) / 1e3;
+}
+
+}  // namespace
+
+double host_to_device_rate(size_t bytes) {
+    PinnedMemory host(bytes, "copy rate probe (host)");
+    std::memset(host.get(), 1, bytes);
+    DeviceMemory device(bytes, "copy rate probe");
+    return static_cast<double>(bytes) / best_copy_seconds(device.get(), host.get(), bytes, cudaMemcpyHostToDevice);
+}
+
+double device_memory_rate(size_t bytes) {
+    DeviceMemory a(bytes, "copy rate probe"), b(bytes, "copy rate probe");
+    check_cuda(cudaMemset(a.get(), 1, bytes), "cudaMemset");
+    return 2.0 * static_cast<double>(bytes) / best_copy_seconds(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice);
 }
 
 VectorInput::Version* VectorInput::find(const DeviceMatrix& w) {

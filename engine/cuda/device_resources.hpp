@@ -106,6 +106,12 @@ void CapturedGraph::capture(cudaStream_t stream, Enqueue&& enqueue) {
     check_cuda(status, "cudaGraphInstantiate");
 }
 
+// Copy rates of this GPU, measured by timing copies of `bytes` (best of a few): page-locked
+// host memory to the GPU, and GPU memory to GPU memory (bytes read plus bytes written per
+// second).
+double host_to_device_rate(size_t bytes);
+double device_memory_rate(size_t bytes);
+
 // A vector of n rows of cols floats in device memory and its quantisations for the affine
 // matrices that read it (one per bits and group size, made on demand by prepare()).
 class VectorInput {

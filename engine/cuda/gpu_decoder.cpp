@@ -1,6 +1,7 @@
-// The decoder of qwen3_moe, mixtral and olmoe on the GPU: every weight resident in GPU
-// memory (weights.bin uploaded whole, every expert block of every layer uploaded at open),
-// the KV cache in GPU memory, tokens run one at a time. A token is one CUDA graph (captured
+// The decoder of qwen3_moe, mixtral and olmoe on the GPU: the dense weights resident in GPU
+// memory (weights.bin uploaded whole), the routed experts too when they fit (else a cache of
+// them: gpu_expert_cache.hpp, gpu_streamed_experts.cpp), the KV cache in GPU memory, tokens
+// run one at a time. With every expert resident a token is one CUDA graph (captured
 // at the first token, replayed after; MOEPACK_CUDA_GRAPHS=0 launches the kernels one by one
 // instead): token id and position copied up from pinned memory, the embedding row decoded,
 // per layer RMSNorm, the q/k/v products in one launch, q/k norms + RoPE + KV store in one,
@@ -47,22 +48,40 @@ bool graphs_enabled() {
     return !(v && std::strcmp(v, "0") == 0);
 }
 
+// Why the graph cannot run a model ("" when it can).
+std::string what_cuda_lacks(const ModelConfig& c) {
+    if (c.attention != AttentionType::gqa || c.attention_bias || c.num_shared_experts > 0 ||
+        c.activation != Activation::swiglu || c.expert_bias)
+        return concat(to_string(c.family), " layers have no kernels yet");
+    for (const LayerDesc& d : c.layers)
+        if (d.attention == AttentionKind::linear) return "linear-attention layers have no kernels yet";
+    return "";
+}
+
+bool cuda_available() {
+    int devices = 0;
+    return cudaGetDeviceCount(&devices) == cudaSuccess && devices > 0;
+}
+
+// Bytes each copy-rate probe moves at open (a few ms each).
+constexpr size_t kRateProbeBytes = 256u << 20;
+
 }  // namespace
 
 GpuDecoder::GpuDecoder(const engine::ModelContext& ctx)
     : ctx_(ctx), c_(ctx.config), q_dim_(c_.num_heads * c_.head_dim), kv_dim_(c_.num_kv_heads * c_.head_dim),
       eps_(static_cast<float>(c_.rms_norm_eps)), use_graphs_(graphs_enabled()) {
-    if (c_.attention != AttentionType::gqa || c_.attention_bias || c_.num_shared_experts > 0 ||
-        c_.activation != Activation::swiglu || c_.expert_bias)
-        fail("the CUDA backend runs qwen3_moe, mixtral and olmoe models so far, not ", to_string(c_.family));
-    for (const LayerDesc& d : c_.layers)
-        if (d.attention == AttentionKind::linear) fail("the CUDA backend has no linear-attention layers yet");
-    int devices = 0;
-    if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) fail("CUDA backend: no CUDA device is available");
+    const std::string unsupported = what_cuda_lacks(c_);
+    if (!unsupported.empty()) fail("the CUDA backend runs qwen3_moe, mixtral and olmoe models so far: ", unsupported);
+    if (!cuda_available()) fail("CUDA backend: no CUDA device is available");
     stream_owner_ = std::make_unique<Stream>();
     stream_ = *stream_owner_;
+    ctx_.device.used = true;
+    ctx_.device.host_to_device_bytes_s = host_to_device_rate(kRateProbeBytes);
+    ctx_.device.device_memory_bytes_s = device_memory_rate(kRateProbeBytes);
     upload_weights();
     allocate_activations();
+    allocate_streaming();
     allocate_prompt();
 }
 
@@ -73,7 +92,9 @@ void GpuDecoder::upload_weights() {
     const std::byte* host_base = w.base();
     weights_ = DeviceMemory(w.bytes(), "weights.bin");
     check_cuda(cudaMemcpy(weights_.get(), host_base, w.bytes(), cudaMemcpyHostToDevice), "uploading weights.bin");
-    auto on_device = [&](const WeightMatrix& m) {
+    // read_per_token: the matrix is read whole by every decode token (not the embedding)
+    auto on_device = [&](const WeightMatrix& m, bool read_per_token = true) {
+        if (read_per_token) token_weight_bytes_ += m.bytes();
         WeightMatrix d = m;
         const auto moved = [&](const void* p) { return weights_.get() + (static_cast<const std::byte*>(p) - host_base); };
         d.data = moved(m.data);
@@ -83,14 +104,11 @@ void GpuDecoder::upload_weights() {
     };
     auto vec = [&](const float* host) { return reinterpret_cast<const float*>(weights_.get() + (reinterpret_cast<const std::byte*>(host) - host_base)); };
     const WeightMatrix embed = w.matrix("embed_tokens.weight", c_.vocab_size, H);
-    embed_ = on_device(embed);
+    embed_ = on_device(embed, false);
     head_ = on_device(w.has("lm_head.weight") || !c_.tie_word_embeddings ? w.matrix("lm_head.weight", c_.vocab_size, H) : embed);
     final_norm_ = vec(w.vector("norm.weight", H));
 
-    const int64_t moe_layers = c_.num_moe_layers();
-    const uint64_t stride = moe_layers > 0 ? ctx_.experts->layout().stride : 0;
-    experts_ = DeviceMemory(static_cast<size_t>(moe_layers * E) * stride, "the experts");
-    int64_t next_block = 0;
+    if (c_.num_moe_layers() > 0) experts_ = std::make_unique<GpuExpertCache>(*ctx_.experts, c_, ctx_.device_expert_bytes, ctx_.device);
     for (int64_t l = 0; l < c_.num_layers; ++l) {
         Layer ly;
         ly.input_norm = vec(w.vector(layer_name(l, "input_layernorm.weight"), H));
@@ -109,7 +127,16 @@ void GpuDecoder::upload_weights() {
         ly.moe = c_.layers[static_cast<size_t>(l)].ffn == FfnKind::moe;
         if (ly.moe) {
             ly.router = on_device(w.matrix(layer_name(l, "mlp.router.weight"), E, H));
-            upload_experts(l, ly, next_block);
+            const auto& layout = ctx_.experts->layout();
+            auto record = [&](uint64_t offset, const pack::MatrixLayout& m) {
+                const WeightMatrix host = WeightMatrix::from_record(experts_->base(l) + offset, m);
+                token_weight_bytes_ += static_cast<uint64_t>(c_.experts_per_token) * host.bytes();
+                return device_matrix(host);
+            };
+            ly.gate = record(layout.gate_offset, layout.gate);
+            ly.up = record(layout.up_offset, layout.up);
+            ly.down = record(layout.down_offset, layout.down);
+            ly.blocks = experts_->blocks(l);
         } else {
             ly.gate = on_device(w.matrix(layer_name(l, "mlp.gate_proj.weight"), c_.intermediate_size, H));
             ly.up = on_device(w.matrix(layer_name(l, "mlp.up_proj.weight"), c_.intermediate_size, H));
@@ -122,35 +149,6 @@ void GpuDecoder::upload_weights() {
     check_cuda(cudaMemcpy(inv_freq_.get(), rope.inv_freq().data(), rope.inv_freq().size() * sizeof(float),
                           cudaMemcpyHostToDevice), "uploading the RoPE table");
     rope_ = RopeTable{rope.rotary_dim(), rope.style() == RopeStyle::interleaved, inv_freq_.get<float>()};
-}
-
-// Every expert block of the layer, through the store's slots, to consecutive blocks of experts_.
-void GpuDecoder::upload_experts(int64_t l, Layer& ly, int64_t& next_block) {
-    engine::ExpertStore& store = *ctx_.experts;
-    const auto& layout = store.layout();
-    const uint64_t stride = layout.stride;
-    const std::byte* first_block = experts_.get() + static_cast<uint64_t>(next_block) * stride;
-    const int64_t E = c_.num_experts, chunk = store.slots();
-    std::vector<int32_t> ids;
-    std::vector<const std::byte*> blocks;
-    for (int64_t first = 0; first < E; first += chunk) {
-        const int64_t count = std::min(chunk, E - first);
-        ids.resize(static_cast<size_t>(count));
-        blocks.resize(static_cast<size_t>(count));
-        for (int64_t i = 0; i < count; ++i) ids[static_cast<size_t>(i)] = static_cast<int32_t>(first + i);
-        store.acquire(l, ids, blocks);
-        for (int64_t i = 0; i < count; ++i) {
-            std::byte* dst = experts_.get() + static_cast<uint64_t>(next_block++) * stride;
-            check_cuda(cudaMemcpy(dst, blocks[static_cast<size_t>(i)], stride, cudaMemcpyHostToDevice), "uploading experts");
-        }
-        store.release_all();
-    }
-    auto record = [&](uint64_t offset, const pack::MatrixLayout& m) {
-        return device_matrix(WeightMatrix::from_record(first_block + offset, m));
-    };
-    ly.gate = record(layout.gate_offset, layout.gate);
-    ly.up = record(layout.up_offset, layout.up);
-    ly.down = record(layout.down_offset, layout.down);
 }
 
 void GpuDecoder::allocate_activations() {
@@ -236,18 +234,18 @@ void GpuDecoder::dense_block(const Layer& l) {
     products({{l.down, x_}}, dense_act_in_, GemvOutput::add);
 }
 
-void GpuDecoder::moe_block(const Layer& l) {
+void GpuDecoder::moe_block(const Layer& l, int64_t layer) {
     const int64_t E = c_.num_experts, K = c_.experts_per_token;
     products({{l.router, router_logits_}}, h_in_, GemvOutput::store);
     route(router_logits_, 1, E, K,
           c_.routing.function == RoutingFunction::softmax_topk ? RouteFunction::softmax_topk : RouteFunction::topk_softmax,
           c_.routing.normalize_topk, static_cast<float>(c_.routing.scaling_factor), ids_, ew_, stream_);
-    const auto stride = static_cast<int64_t>(ctx_.experts->layout().stride);
+    if (streaming_) return streamed_token_experts(l, layer);
     h_in_.prepare(l.gate, stream_);
-    expert_gate_up(l.gate, l.up, stride, ids_, K, h_in_(l.gate), act_, stream_);
+    expert_gate_up(l.gate, l.up, l.blocks, ids_, K, h_in_(l.gate), act_, stream_);
     act_in_.changed();
     act_in_.prepare(l.down, stream_);
-    expert_down_add(l.down, stride, ids_, ew_, K, act_in_(l.down), x_, stream_);
+    expert_down_add(l.down, l.blocks, ids_, ew_, K, act_in_(l.down), x_, stream_);
 }
 
 void GpuDecoder::enqueue_token(bool logits) {
@@ -257,7 +255,7 @@ void GpuDecoder::enqueue_token(bool logits) {
         const Layer& ly = layers_[static_cast<size_t>(l)];
         attention_block(ly, l);
         if (ly.moe)
-            moe_block(ly);
+            moe_block(ly, l);
         else
             dense_block(ly);
     }
@@ -270,7 +268,8 @@ void GpuDecoder::enqueue_token(bool logits) {
 }
 
 void GpuDecoder::run_token(bool logits) {
-    if (use_graphs_) {
+    ctx_.times.weight_bytes += token_weight_bytes_;
+    if (use_graphs_ && !streaming_) {   // streaming waits for each layer's routing: no graph
         CapturedGraph& graph = graphs_[logits ? 1 : 0];
         if (!graph.ready()) graph.capture(stream_, [&] { enqueue_token(logits); });
         graph.launch(stream_);
@@ -322,8 +321,17 @@ std::unique_ptr<engine::Model> make_gpu_decoder(const engine::ModelContext& cont
     return std::make_unique<GpuDecoder>(context);
 }
 
+bool runs_on_cuda(const ModelConfig& c) { return what_cuda_lacks(c).empty(); }
+
+uint64_t free_gpu_memory() {
+    if (!cuda_available()) fail("CUDA backend: no CUDA device is available");
+    size_t free = 0, total = 0;
+    check_cuda(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
+    return free;
+}
+
 }  // namespace
 
-void register_cuda_backend() { engine::set_cuda_model_factory(make_gpu_decoder); }
+void register_cuda_backend() { engine::set_cuda_backend({make_gpu_decoder, cuda_available, runs_on_cuda, free_gpu_memory}); }
 
 }  // namespace moepack::cuda

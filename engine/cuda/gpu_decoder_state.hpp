@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "cuda/device_resources.hpp"
+#include "cuda/gpu_expert_cache.hpp"
+#include "cuda/host_experts.hpp"
 #include "kernels.hpp"
 #include "kv_cache.hpp"
 #include "model.hpp"
@@ -20,6 +22,7 @@ struct Layer {
     DeviceMatrix q, k, v, o;
     bool moe = false;
     DeviceMatrix router, gate, up, down;   // moe: the router and block 0's expert records; dense: the MLP
+    ExpertBlocks blocks;                   // moe: where expert e's block lies from block 0
 };
 
 class GpuDecoder final : public engine::Model {
@@ -39,7 +42,8 @@ private:
         // [rows, H] x, h; [rows, q_dim] q, attn; [rows, kv_dim] k, v; [rows, E] router logits;
         // [rows, K] weights; [rows * K, I] act; [rows * K, H] y; [rows, F] dense g, u; [V] logits
         float *x, *h, *q, *k, *v, *attn, *router_logits, *ew, *act, *y, *dg, *du, *logits;
-        int32_t *tokens, *positions, *ids, *offsets, *order;
+        int32_t *tokens, *positions, *ids, *offsets, *order, *tiles;
+        PinnedMemory ids_host;                  // [rows * K]: the routing, when experts stream in
         VectorInput h_in, attn_in, act_in, dense_act_in;
     };
     void allocate_prompt();
@@ -49,12 +53,19 @@ private:
     // product 8 rows at a time.
     void rows_product(const DeviceMatrix& w, VectorInput& in, int64_t n, float* y, GemvOutput output);
     void upload_weights();
-    void upload_experts(int64_t layer, Layer& ly, int64_t& next_block);
     void allocate_activations();
     void run_token(bool logits);        // the token and position in io_host_; logits to logits_host_
     void enqueue_token(bool logits);    // what one token puts on the stream (captured as a graph)
     void attention_block(const Layer& l, int64_t layer);
-    void moe_block(const Layer& l);
+    void moe_block(const Layer& l, int64_t layer);
+    // Experts not all in GPU memory (gpu_streamed_experts.cpp): a token's routing crosses to
+    // the host, the misses are copied over or computed on the CPU; a batch's experts are
+    // fetched before its grouped products.
+    void allocate_streaming();
+    void calibrate_cpu_experts();
+    void streamed_token_experts(const Layer& l, int64_t layer);
+    void fetch_batch_experts(int64_t layer, int64_t n);
+    int64_t cpu_share(int64_t misses) const;
     void dense_block(const Layer& l);
     void products(std::initializer_list<GemvProduct> list, VectorInput& in, GemvOutput output);
     float* kv(int64_t layer, int which) const {   // which: 0 keys, 1 values; [ctx, kv_dim]
@@ -67,7 +78,8 @@ private:
     float eps_;
     std::unique_ptr<Stream> stream_owner_;   // made once a device is known to exist
     cudaStream_t stream_ = nullptr;
-    DeviceMemory weights_, experts_, kv_, scratch_, inv_freq_, io_, attention_workspace_;
+    DeviceMemory weights_, kv_, scratch_, inv_freq_, io_, attention_workspace_;
+    std::unique_ptr<GpuExpertCache> experts_;
     PinnedMemory io_host_, logits_host_;     // [token, position]; [vocab]
     DeviceMatrix embed_, head_;
     const float* final_norm_ = nullptr;
@@ -78,8 +90,24 @@ private:
     float *x_, *h_, *q_, *k_, *v_, *attn_, *router_logits_, *act_, *ew_, *dg_, *du_, *logits_;
     int32_t* ids_;
     VectorInput h_in_, attn_in_, act_in_, dense_act_in_;   // the inputs of products
+    uint64_t token_weight_bytes_ = 0;   // weights a decode token reads from GPU memory
     bool use_graphs_;
     CapturedGraph graphs_[2];   // without, with logits
+    // streaming: a token's routing and hidden state down, CPU-computed experts' sum up
+    struct Streaming {
+        PinnedMemory host;          // ids [K], weights [K], h [H], y [H], ids up [K], weights up [K]
+        int32_t *ids, *ids_up;
+        float *weights, *h, *y, *weights_up;
+        DeviceMemory device;        // y [H], one [1]
+        std::unique_ptr<HostExperts> cpu;
+        std::vector<int32_t> gpu_ids, cpu_ids, fetch;
+        std::vector<float> gpu_weights, cpu_weights;
+        std::vector<const std::byte*> blocks;
+        // measured: seconds per expert copied (moving average); the CPU's seconds per call
+        // (calibrated at open) and per expert (calibrated, then a moving average)
+        double copy_s = 0, cpu_call_s = 0, cpu_expert_s = 0;
+    };
+    std::unique_ptr<Streaming> streaming_;
     std::unique_ptr<PromptState> prompt_;
 };
 

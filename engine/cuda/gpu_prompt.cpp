@@ -11,7 +11,6 @@
 
 #include "cuda/gpu_decoder_state.hpp"
 #include "cuda_check.hpp"
-#include "expert_store.hpp"
 #include "kv_cache.hpp"
 
 namespace moepack::cuda {
@@ -39,9 +38,11 @@ void GpuDecoder::allocate_prompt() {
     p->x = take(R * H), p->h = take(R * H), p->q = take(R * q_dim_), p->attn = take(R * q_dim_);
     p->k = take(R * kv_dim_), p->v = take(R * kv_dim_), p->router_logits = take(R * E), p->ew = take(R * K);
     p->act = take(R * K * I), p->y = take(R * K * H), p->dg = take(R * F), p->du = take(R * F), p->logits = take(c_.vocab_size);
-    p->ints = DeviceMemory(static_cast<size_t>(2 * R + R * K + E + 1 + R * K) * sizeof(int32_t), "prompt indices");
+    p->ints = DeviceMemory(static_cast<size_t>(2 * R + R * K + E + 1 + R * K + E + 1) * sizeof(int32_t), "prompt indices");
     int32_t* i = p->ints.get<int32_t>();
     p->tokens = i, p->positions = i + R, p->ids = i + 2 * R, p->offsets = i + 2 * R + R * K, p->order = p->offsets + E + 1;
+    p->tiles = p->order + R * K;
+    if (streaming_) p->ids_host = PinnedMemory(static_cast<size_t>(R * K) * sizeof(int32_t), "prompt routing (host)");
     p->io_host = PinnedMemory(static_cast<size_t>(2 * R) * sizeof(int32_t), "prompt tokens (host)");
     const size_t per_row = attention_workspace_bytes(1, c_.num_heads, c_.head_dim, ctx_.kv.context());
     p->attention_rows = std::clamp<int64_t>(static_cast<int64_t>(kAttentionWorkspace / per_row), 1, R);
@@ -70,7 +71,7 @@ void GpuDecoder::rows_product(const DeviceMatrix& w, VectorInput& in, int64_t n,
         in.prepare(w, stream_, n);
         RowGroups rows;
         rows.count = n;
-        gemm(w, 0, in.quantized(w), rows, y, output, stream_);
+        gemm(w, {}, in.quantized(w), rows, y, output, stream_);
         return;
     }
     for (int64_t r = 0; r < n; r += kMaxGemvInputs) {
@@ -129,16 +130,17 @@ void GpuDecoder::run_batch(std::span<const int32_t> tokens, int64_t position, bo
             route(p.router_logits, n, E, K,
                   c_.routing.function == RoutingFunction::softmax_topk ? RouteFunction::softmax_topk : RouteFunction::topk_softmax,
                   c_.routing.normalize_topk, static_cast<float>(c_.routing.scaling_factor), p.ids, p.ew, stream_);
-            group_by_expert(p.ids, n, K, E, p.offsets, p.order, stream_);
-            const auto stride = static_cast<int64_t>(ctx_.experts->layout().stride);
+            group_by_expert(p.ids, n, K, E, p.offsets, p.order, p.tiles, stream_);
+            if (streaming_) fetch_batch_experts(layer, n);
             RowGroups groups;
-            groups.offsets = p.offsets, groups.order = p.order, groups.problems = E, groups.count = n, groups.input_div = K;
+            groups.offsets = p.offsets, groups.order = p.order, groups.tiles = p.tiles;
+            groups.problems = E, groups.count = n * K, groups.input_div = K;
             p.h_in.prepare(l.gate, stream_, n);
-            gemm_swiglu(l.gate, l.up, stride, p.h_in.quantized(l.gate), groups, p.act, stream_);
+            gemm_swiglu(l.gate, l.up, l.blocks, p.h_in.quantized(l.gate), groups, p.act, stream_);
             p.act_in.changed();
             p.act_in.prepare(l.down, stream_, n * K);
             groups.input_div = 1;
-            gemm(l.down, stride, p.act_in.quantized(l.down), groups, p.y, GemvOutput::store, stream_);
+            gemm(l.down, l.blocks, p.act_in.quantized(l.down), groups, p.y, GemvOutput::store, stream_);
             combine_experts(p.x, p.y, p.ew, n, K, H, stream_);
         } else {
             rows_product(l.gate, p.h_in, n, p.dg, GemvOutput::store);

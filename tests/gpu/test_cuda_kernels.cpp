@@ -331,12 +331,15 @@ TEST(CudaGemv, SeveralMatricesInOneLaunchAndAddedOutputs) {
         }
 }
 
-// A table of expert blocks (gate, up, down records each) and the routed experts' products.
+// A table of expert blocks (gate, up, down records each) and the routed experts' products;
+// the blocks side by side in expert order, or in a cache's slots found through a slot table.
 TEST(CudaExperts, GateUpAndDownAddMatchTheReference) {
     ASSERT_TRUE(have_gpu());
     std::mt19937 rng(29);
+    const std::vector<int32_t> slot_of = {2, 4, 0, 1, 3};   // expert -> slot in the cached layout
     for (auto format : {engine::WeightFormat::affine, engine::WeightFormat::bf16})
-        for (int bits : {2, 4, 8}) {
+        for (int bits : {2, 4, 8})
+            for (bool cached : {false, true}) {
             if (format == engine::WeightFormat::bf16 && bits != 4) continue;
             const int64_t experts = 5, inter = 96, hidden = 160;
             const int b = format == engine::WeightFormat::affine ? bits : 16;
@@ -350,9 +353,10 @@ TEST(CudaExperts, GateUpAndDownAddMatchTheReference) {
             const size_t stride = (down_at + down[0].bytes.size() + 4095) / 4096 * 4096;
             std::vector<std::byte> table(stride * experts);
             for (int64_t e = 0; e < experts; ++e) {
-                std::memcpy(table.data() + e * stride, gate[e].bytes.data(), gate[e].bytes.size());
-                std::memcpy(table.data() + e * stride + up_at, up[e].bytes.data(), up[e].bytes.size());
-                std::memcpy(table.data() + e * stride + down_at, down[e].bytes.data(), down[e].bytes.size());
+                std::byte* block = table.data() + (cached ? slot_of[static_cast<size_t>(e)] : e) * stride;
+                std::memcpy(block, gate[e].bytes.data(), gate[e].bytes.size());
+                std::memcpy(block + up_at, up[e].bytes.data(), up[e].bytes.size());
+                std::memcpy(block + down_at, down[e].bytes.data(), down[e].bytes.size());
             }
             const std::vector<int32_t> ids = {3, 0, 3, 4};
             const std::vector<float> weights = {0.5f, -0.25f, 1.5f, 0.125f};
@@ -360,9 +364,11 @@ TEST(CudaExperts, GateUpAndDownAddMatchTheReference) {
             const auto x = random_floats(rng, static_cast<size_t>(hidden), 1.0f);
             auto residual = random_floats(rng, static_cast<size_t>(hidden), 1.0f);
             DeviceBuffer table_dev(table), ids_dev(ids), w_dev(weights), act_dev(static_cast<size_t>(k * inter) * 4), res_dev(residual);
+            DeviceBuffer slots_dev(slot_of);
+            const ExpertBlocks blocks{static_cast<int64_t>(stride), cached ? slots_dev.as<int32_t>() : nullptr};
             const DeviceInput in(gate[0], x, 1);
             const std::byte* base = table_dev.as<std::byte>();
-            expert_gate_up(device_matrix(view(gate[0], base)), device_matrix(view(up[0], base + up_at)), static_cast<int64_t>(stride),
+            expert_gate_up(device_matrix(view(gate[0], base)), device_matrix(view(up[0], base + up_at)), blocks,
                            ids_dev.as<int32_t>(), k, in.get(), act_dev.as<float>(), nullptr);
             const auto act = act_dev.read<float>();
             const HostQuantized hx = format == engine::WeightFormat::affine ? quantize_host(x, 1, hidden, 32) : HostQuantized{};
@@ -374,12 +380,12 @@ TEST(CudaExperts, GateUpAndDownAddMatchTheReference) {
                     const double want = g / (1 + std::exp(-g)) * u;
                     const double bound = (static_cast<double>(hidden + 64) * kU * (ga * std::abs(u) + ua * std::abs(g)) + 4 * kU * std::abs(want)) * 2;
                     ASSERT_LE(std::abs(act[static_cast<size_t>(j * inter + r)] - want), bound + 1e-30)
-                        << "bits " << b << " slot " << j << " row " << r;
+                        << "bits " << b << " cached " << cached << " slot " << j << " row " << r;
                 }
             // down: the activations the kernel made are the inputs
             Matrix down_shape = down[0];
             const DeviceInput act_in(down_shape, act, k);
-            expert_down_add(device_matrix(view(down[0], base + down_at)), static_cast<int64_t>(stride), ids_dev.as<int32_t>(),
+            expert_down_add(device_matrix(view(down[0], base + down_at)), blocks, ids_dev.as<int32_t>(),
                             w_dev.as<float>(), k, act_in.get(), res_dev.as<float>(), nullptr);
             const auto got = res_dev.read<float>();
             const HostQuantized ha = format == engine::WeightFormat::affine ? quantize_host(act, k, inter, 32) : HostQuantized{};
@@ -390,7 +396,7 @@ TEST(CudaExperts, GateUpAndDownAddMatchTheReference) {
                     want += weights[static_cast<size_t>(j)] * d;
                     a += std::abs(weights[static_cast<size_t>(j)]) * (da + std::abs(d));
                 }
-                ASSERT_LE(std::abs(got[static_cast<size_t>(r)] - want), static_cast<double>(inter + 64 + k) * kU * a + 1e-30) << "bits " << b << " row " << r;
+                ASSERT_LE(std::abs(got[static_cast<size_t>(r)] - want), static_cast<double>(inter + 64 + k) * kU * a + 1e-30) << "bits " << b << " cached " << cached << " row " << r;
             }
         }
 }
@@ -413,7 +419,7 @@ TEST(CudaGemm, DenseRowsMatchTheReference) {
                         const DeviceInput in(m, x, n);
                         RowGroups rows;
                         rows.count = n;
-                        gemm(device_matrix(view(m, w_dev.as<std::byte>())), 0, in.quantized(), rows, y_dev.as<float>(), output, nullptr);
+                        gemm(device_matrix(view(m, w_dev.as<std::byte>())), {}, in.quantized(), rows, y_dev.as<float>(), output, nullptr);
                         const auto y = y_dev.read<float>();
                         for (int64_t t = 0; t < n; ++t)
                             for (int64_t r = 0; r < s.rows; ++r) {
@@ -431,8 +437,11 @@ TEST(CudaGemm, DenseRowsMatchTheReference) {
 TEST(CudaGemm, GroupedExpertsMatchTheReference) {
     ASSERT_TRUE(have_gpu());
     std::mt19937 rng(47);
-    for (int bits : {2, 4, 8}) {
-        const int64_t experts = 6, inter = 96, hidden = 192, n = 45, k = 3;
+    const std::vector<int32_t> slot_of = {3, 5, 0, 2, 4, 1};   // expert -> slot in the cached layout
+    for (int bits : {2, 4, 8})
+        for (bool cached : {false, true}) {
+        // 90 pairs per used expert: several row tiles each
+        const int64_t experts = 6, inter = 96, hidden = 192, n = 150, k = 3;
         std::vector<Matrix> gate, up;
         for (int64_t e = 0; e < experts; ++e) {
             gate.push_back(random_matrix(rng, engine::WeightFormat::affine, inter, hidden, bits, 64));
@@ -441,17 +450,22 @@ TEST(CudaGemm, GroupedExpertsMatchTheReference) {
         const size_t up_at = (gate[0].bytes.size() + 63) / 64 * 64, stride = (up_at + up[0].bytes.size() + 4095) / 4096 * 4096;
         std::vector<std::byte> table(stride * experts);
         for (int64_t e = 0; e < experts; ++e) {
-            std::memcpy(table.data() + e * stride, gate[e].bytes.data(), gate[e].bytes.size());
-            std::memcpy(table.data() + e * stride + up_at, up[e].bytes.data(), up[e].bytes.size());
+            std::byte* block = table.data() + (cached ? slot_of[static_cast<size_t>(e)] : e) * stride;
+            std::memcpy(block, gate[e].bytes.data(), gate[e].bytes.size());
+            std::memcpy(block + up_at, up[e].bytes.data(), up[e].bytes.size());
         }
         std::vector<int32_t> ids(static_cast<size_t>(n * k));
         for (int64_t t = 0; t < n; ++t)   // k distinct experts per token, expert 5 never chosen
             for (int64_t j = 0; j < k; ++j) ids[static_cast<size_t>(t * k + j)] = static_cast<int32_t>((t * 7 + j * 2) % 5);
         const auto x = random_floats(rng, static_cast<size_t>(n * hidden), 1.0f);
-        DeviceBuffer table_dev(table), ids_dev(ids), offsets((experts + 1) * 4), order(ids.size() * 4);
-        DeviceBuffer act_dev(static_cast<size_t>(n * k * inter) * 4);
-        group_by_expert(ids_dev.as<int32_t>(), n, k, experts, offsets.as<int32_t>(), order.as<int32_t>(), nullptr);
+        DeviceBuffer table_dev(table), ids_dev(ids), offsets((experts + 1) * 4), order(ids.size() * 4), tiles((experts + 1) * 4);
+        DeviceBuffer act_dev(static_cast<size_t>(n * k * inter) * 4), slots_dev(slot_of);
+        group_by_expert(ids_dev.as<int32_t>(), n, k, experts, offsets.as<int32_t>(), order.as<int32_t>(), tiles.as<int32_t>(), nullptr);
         const auto got_offsets = offsets.read<int32_t>();
+        const auto got_tiles = tiles.read<int32_t>();
+        ASSERT_EQ(got_tiles[0], 0);
+        for (size_t e = 0; e < static_cast<size_t>(experts); ++e)   // row tiles of 32
+            ASSERT_EQ(got_tiles[e + 1] - got_tiles[e], (got_offsets[e + 1] - got_offsets[e] + 31) / 32) << "expert " << e;
         auto got_order = order.read<int32_t>();
         for (int64_t e = 0; e < experts; ++e)
             for (int32_t i = got_offsets[static_cast<size_t>(e)]; i < got_offsets[static_cast<size_t>(e) + 1]; ++i)
@@ -460,11 +474,12 @@ TEST(CudaGemm, GroupedExpertsMatchTheReference) {
         for (size_t i = 0; i < got_order.size(); ++i) ASSERT_EQ(got_order[i], static_cast<int32_t>(i)) << "every pair once";
         const DeviceInput in(gate[0], x, n);
         RowGroups groups;
-        groups.offsets = offsets.as<int32_t>(), groups.order = order.as<int32_t>(), groups.problems = experts, groups.count = n;
-        groups.input_div = k;
+        groups.offsets = offsets.as<int32_t>(), groups.order = order.as<int32_t>(), groups.tiles = tiles.as<int32_t>();
+        groups.problems = experts, groups.count = n * k, groups.input_div = k;
         const std::byte* base = table_dev.as<std::byte>();
-        gemm_swiglu(device_matrix(view(gate[0], base)), device_matrix(view(up[0], base + up_at)), static_cast<int64_t>(stride),
-                    in.quantized(), groups, act_dev.as<float>(), nullptr);
+        const ExpertBlocks blocks{static_cast<int64_t>(stride), cached ? slots_dev.as<int32_t>() : nullptr};
+        gemm_swiglu(device_matrix(view(gate[0], base)), device_matrix(view(up[0], base + up_at)), blocks, in.quantized(), groups,
+                    act_dev.as<float>(), nullptr);
         const auto act = act_dev.read<float>();
         const HostQuantized hx = quantize_host(x, n, hidden, 64);
         for (int64_t p = 0; p < n * k; ++p)
@@ -475,7 +490,7 @@ TEST(CudaGemm, GroupedExpertsMatchTheReference) {
                 const double want = g / (1 + std::exp(-g)) * u;
                 const double bound = (static_cast<double>(hidden + 64) * kU * (ga * std::abs(u) + ua * std::abs(g)) + 4 * kU * std::abs(want)) * 2;
                 ASSERT_LE(std::abs(act[static_cast<size_t>(p * inter + r)] - want), bound + 1e-30)
-                    << "bits " << bits << " pair " << p << " row " << r;
+                    << "bits " << bits << " cached " << cached << " pair " << p << " row " << r;
             }
     }
 }
@@ -495,13 +510,13 @@ TEST(CudaGemv, BadInputsAreRefused) {
     EXPECT_THROW(gemv(w, ProductInput{in.get().x, nullptr}, 1, y_dev.as<float>(), GemvOutput::store, nullptr), moepack::Error);
     RowGroups rows;
     rows.count = 1;
-    EXPECT_THROW(gemm(w, 0, wrong_bits.quantized(), rows, y_dev.as<float>(), GemvOutput::store, nullptr), moepack::Error);
+    EXPECT_THROW(gemm(w, {}, wrong_bits.quantized(), rows, y_dev.as<float>(), GemvOutput::store, nullptr), moepack::Error);
     // gate and up records laid out differently (other widths), for either kernel
     const Matrix wide = random_matrix(rng, engine::WeightFormat::affine, 4, 128, 4, 64);
     DeviceBuffer wide_dev(wide.bytes), ids_dev(std::vector<int32_t>{0});
     const DeviceMatrix up = device_matrix(view(wide, wide_dev.as<std::byte>()));
-    EXPECT_THROW(expert_gate_up(w, up, 0, ids_dev.as<int32_t>(), 1, in.get(), y_dev.as<float>(), nullptr), moepack::Error);
-    EXPECT_THROW(gemm_swiglu(w, up, 0, in.quantized(), rows, y_dev.as<float>(), nullptr), moepack::Error);
+    EXPECT_THROW(expert_gate_up(w, up, {}, ids_dev.as<int32_t>(), 1, in.get(), y_dev.as<float>(), nullptr), moepack::Error);
+    EXPECT_THROW(gemm_swiglu(w, up, {}, in.quantized(), rows, y_dev.as<float>(), nullptr), moepack::Error);
 }
 
 TEST(CudaBlocks, RmsNormAndSwigluMatchTheCpu) {

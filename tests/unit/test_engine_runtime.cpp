@@ -224,6 +224,13 @@ TEST(EngineInput, TheCudaBackendIsRefusedWhereItIsNotBuiltIn) {
     EXPECT_NE(err.find("this build has no CUDA backend"), std::string::npos) << err;
 }
 
+TEST(EngineInput, GpuMissHandlingIsParsedByName) {
+    EXPECT_EQ(engine::parse_miss_handling("auto"), engine::MissHandling::automatic);
+    EXPECT_EQ(engine::parse_miss_handling("copy"), engine::MissHandling::copy);
+    EXPECT_EQ(engine::parse_miss_handling("cpu"), engine::MissHandling::cpu);
+    EXPECT_NE(test::error_of([] { engine::parse_miss_handling("gpu"); }).find("expected auto, copy or cpu"), std::string::npos);
+}
+
 TEST(EngineInput, DamagedMissingAndFuturePacksAreRefused) {
     test::ScratchDir dir("engine_pack_bad");
     const auto pack = test::convert_fixture("olmoe", dir.path() / "p", 4);

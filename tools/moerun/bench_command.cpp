@@ -3,7 +3,9 @@
 // object: speeds, bytes read from disk per token, expert cache hit rate, time per phase, peak
 // RSS against the memory rule, and the ratio of the measured time per token to the bound set
 // by the bytes it moved, the flops it computed and this machine's measured bandwidths and
-// kernel rate.
+// kernel rate. GPU runs add the GPU expert cache's hit rate, the bytes copied over PCIe and
+// the rate achieved, and bound the token by its tiers: weights read from GPU memory, copies
+// over PCIe, reads from disk and experts computed on the CPU, each at its measured rate.
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -109,7 +111,35 @@ int run(BenchOptions& o) {
     const double flops = decode.phases.flops / g;
     const double t_mem = bytes_mem / mem_bw, t_disk = read_bw > 0 ? bytes_disk / read_bw : 0;
     const double t_flop = compute_time(decode, false) / g;
-    const double bound = std::max({t_mem, t_disk, t_flop});
+    nlohmann::json bound_terms = {{"memory", t_mem * 1e3}, {"disk", t_disk * 1e3}, {"compute", t_flop * 1e3}};
+    double bound = std::max({t_mem, t_disk, t_flop});
+    // GPU runs: the tiers the experts come through, each at its measured rate (they overlap)
+    const engine::DeviceCacheStats& gpu = decode.device;
+    nlohmann::json gpu_json = nullptr;
+    if (gpu.used) {
+        const double expert_bytes = static_cast<double>(pack.expert_layout().bytes);
+        const double t_hbm = static_cast<double>(decode.phases.weight_bytes) / g / gpu.device_memory_bytes_s;
+        const double copied = static_cast<double>(gpu.bytes_copied) / g;
+        const double t_pcie = copied / gpu.host_to_device_bytes_s;
+        const double t_host = static_cast<double>(gpu.cpu_experts) / g * expert_bytes / mem_bw;
+        bound_terms = {{"gpu_memory", t_hbm * 1e3}, {"pcie", t_pcie * 1e3}, {"disk", t_disk * 1e3}, {"cpu_experts_memory", t_host * 1e3}};
+        bound = std::max({t_hbm, t_pcie, t_disk, t_host});
+        const uint64_t gpu_lookups = gpu.hits + gpu.misses;
+        gpu_json = {{"all_experts_resident", gpu.all_resident},
+                    {"cache_slots", gpu.slots},
+                    {"cache_bytes", gpu.bytes},
+                    {"hit_rate", gpu.all_resident ? 1.0 : gpu_lookups ? static_cast<double>(gpu.hits) / static_cast<double>(gpu_lookups) : 0.0},
+                    {"copied_bytes_per_token", copied},
+                    {"pcie_gb_s_achieved", gpu.copy_ns ? static_cast<double>(gpu.bytes_copied) / static_cast<double>(gpu.copy_ns) : 0.0},
+                    {"cpu_experts_per_token", static_cast<double>(gpu.cpu_experts) / g},
+                    {"prefill_copied_bytes", prefill.device.bytes_copied},
+                    {"pcie_gb_s", gpu.host_to_device_bytes_s / 1e9},
+                    {"gpu_memory_gb_s", gpu.device_memory_bytes_s / 1e9},
+                    {"ratio_to_tier",
+                     {{"gpu_memory", decode_s / t_hbm},
+                      {"pcie", t_pcie > 0 ? decode_s / t_pcie : 0.0},
+                      {"disk", t_disk > 0 ? decode_s / t_disk : 0.0}}}};
+    }
     const double p = static_cast<double>(prefill.prompt_tokens);
     const double prefill_s = static_cast<double>(prefill.prompt_ns) / 1e9;
     const double prefill_bound = std::max({(static_cast<double>(prefill.phases.weight_bytes) +
@@ -150,7 +180,8 @@ int run(BenchOptions& o) {
           {"dense_kernel_gflop_s", dense_rate / 1e9},
           {"dense_prefill_kernel_gflop_s", dense_prefill_rate / 1e9}}},
         {"decode_bound_ms_per_token", bound * 1e3},
-        {"decode_bound_terms_ms", {{"memory", t_mem * 1e3}, {"disk", t_disk * 1e3}, {"compute", t_flop * 1e3}}},
+        {"decode_bound_terms_ms", bound_terms},
+        {"gpu", gpu_json},
         {"decode_ratio_to_bound", decode_s / bound},
         {"prefill_ratio_to_bound", prefill_s / prefill_bound},
     };
@@ -171,6 +202,13 @@ int run(BenchOptions& o) {
                 "decode) %.0f / %.0f (prefill)\n",
                 "machine", mem_bw / 1e9, read_bw / 1e9, o.run.engine.direct_io ? " (O_DIRECT)" : "", expert_rate / 1e9,
                 dense_rate / 1e9, expert_prefill_rate / 1e9, dense_prefill_rate / 1e9);
+    if (gpu.used)
+        std::printf("%-28s %12.1f %%    (%lld slots, %.2f GB%s); copied %.1f MB/token at %.1f GB/s (link %.1f GB/s), "
+                    "%.2f experts/token on the CPU\n",
+                    "GPU expert cache hit rate", 100.0 * gpu_json["hit_rate"].get<double>(), static_cast<long long>(gpu.slots),
+                    static_cast<double>(gpu.bytes) / 1e9, gpu.all_resident ? ", every expert" : "",
+                    gpu_json["copied_bytes_per_token"].get<double>() / 1e6, gpu_json["pcie_gb_s_achieved"].get<double>(),
+                    gpu.host_to_device_bytes_s / 1e9, gpu_json["cpu_experts_per_token"].get<double>());
     std::printf("%s\n", j.dump().c_str());
     return 0;
 }

@@ -15,13 +15,15 @@ namespace moepack::tools {
 struct RunOptions {
     std::string model;
     engine::EngineOptions engine;
-    double expert_cache_gb = -1;
+    double expert_cache_gb = -1, gpu_cache_gb = -1;
     std::string cache_policy = "lru2";
-    std::string backend = "cpu";
+    std::string backend = "auto";
+    std::string gpu_misses = "auto";
 };
 
-// Registers --model, --threads, --ctx, --batch, --expert-cache-gb, --cache-policy,
-// --direct-io, --verify-experts, --io-threads and --backend on `cmd`.
+// Registers --model, --threads, --ctx, --batch, --expert-cache-gb (--host-cache-gb),
+// --cache-policy, --direct-io, --verify-experts, --io-threads, --backend, --gpu-cache-gb and
+// --gpu-misses on `cmd`.
 void add_run_options(CLI::App* cmd, RunOptions& options);
 // Opens the engine the options describe.
 std::unique_ptr<engine::Engine> open_engine(RunOptions& options);
