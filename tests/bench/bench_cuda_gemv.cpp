@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cuda_check.hpp"
+#include "cuda_timing.hpp"
 #include "kernels.hpp"
 #include "pack_format.hpp"
 #include "weight_view.hpp"
@@ -19,49 +20,12 @@
 namespace {
 
 using moepack::cuda::check_cuda;
+using moepack::cuda::bench::time_per_call;
 
 struct Shape {
     const char* name;
     int64_t rows, cols;
 };
-
-// Seconds per call of fn(stream), from cudaEvents around `reps` calls after a warm-up:
-// launched one by one, or (graph) captured once and replayed.
-template <typename Fn>
-double time_per_call(int reps, bool graph, Fn fn) {
-    cudaStream_t stream;
-    check_cuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
-    cudaGraphExec_t exec = nullptr;
-    if (graph) {
-        cudaGraph_t g;
-        check_cuda(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "capture");
-        for (int i = 0; i < reps; ++i) fn(stream);
-        check_cuda(cudaStreamEndCapture(stream, &g), "capture");
-        check_cuda(cudaGraphInstantiate(&exec, g, 0), "instantiate");
-        cudaGraphDestroy(g);
-    }
-    auto run = [&] {
-        if (graph)
-            check_cuda(cudaGraphLaunch(exec, stream), "graph launch");
-        else
-            for (int i = 0; i < reps; ++i) fn(stream);
-    };
-    run();
-    cudaEvent_t start, stop;
-    check_cuda(cudaEventCreate(&start), "event");
-    check_cuda(cudaEventCreate(&stop), "event");
-    check_cuda(cudaEventRecord(start, stream), "record");
-    run();
-    check_cuda(cudaEventRecord(stop, stream), "record");
-    check_cuda(cudaEventSynchronize(stop), "sync");
-    float ms = 0;
-    check_cuda(cudaEventElapsedTime(&ms, start, stop), "elapsed");
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
-    if (exec) cudaGraphExecDestroy(exec);
-    cudaStreamDestroy(stream);
-    return ms / 1e3 / reps;
-}
 
 void print_row(const char* name, int bits, int64_t inputs, double stream_s, double graph_s, double bytes, double hbm) {
     const double gbs = bytes / graph_s;
@@ -164,7 +128,7 @@ int main(int argc, char** argv) try {
             t[0][graph] = time_per_call(reps, graph, [&](cudaStream_t stream) {
                 const std::byte* blocks = block(next);
                 expert_gate_up(device_matrix(moepack::engine::WeightMatrix::from_record(blocks, gu)),
-                               device_matrix(moepack::engine::WeightMatrix::from_record(blocks + up_at, gu)), static_cast<int64_t>(stride),
+                               device_matrix(moepack::engine::WeightMatrix::from_record(blocks + up_at, gu)), ExpertBlocks{static_cast<int64_t>(stride)},
                                static_cast<const int32_t*>(ids_dev) + 8 * next, 8, ProductInput{static_cast<const float*>(x), &hq},
                                static_cast<float*>(act), stream);
                 next = (next + 1) % layers;
@@ -173,7 +137,7 @@ int main(int argc, char** argv) try {
             t[1][graph] = time_per_call(reps, graph, [&](cudaStream_t stream) {
                 const std::byte* blocks = block(next);
                 expert_down_add(device_matrix(moepack::engine::WeightMatrix::from_record(blocks + down_at, down)),
-                                static_cast<int64_t>(stride), static_cast<const int32_t*>(ids_dev) + 8 * next,
+                                ExpertBlocks{static_cast<int64_t>(stride)}, static_cast<const int32_t*>(ids_dev) + 8 * next,
                                 static_cast<const float*>(weights), 8, ProductInput{static_cast<const float*>(act), &aq},
                                 static_cast<float*>(y), stream);
                 next = (next + 1) % layers;
