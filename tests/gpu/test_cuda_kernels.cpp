@@ -635,7 +635,7 @@ TEST(CudaBlocks, AttentionMatchesTheCpu) {
     engine::ThreadPool pool(2);
     for (int64_t head_dim : {16, 20, 24, 64, 128, 256})
         for (int64_t window : {0, 7, 40})
-            for (int64_t n : {1, 4})
+            for (int64_t n : {1, 4, 11, 40})
             for (const auto& [heads, kv_heads] : {std::pair<int64_t, int64_t>{8, 2}, {32, 4}, {12, 1}, {5, 5}}) {
                 const int64_t position0 = 37 + 29 * n, positions = position0 + n;
                 const auto q = random_floats(rng, static_cast<size_t>(n * heads * head_dim), 1.0f);
