@@ -294,6 +294,19 @@ void ExpertStore::wait() {
     pending_.clear();
 }
 
+bool ExpertStore::holds_every_expert() const {
+    return static_cast<uint64_t>(slots_) >= pack_.expert_layers().size() * static_cast<uint64_t>(pack_.num_experts());
+}
+
+const std::byte* ExpertStore::peek(int64_t layer, int32_t expert) const {
+    if (expert < 0 || expert >= pack_.num_experts()) return nullptr;
+    const auto it = where_.find(layer * pack_.num_experts() + expert);
+    if (it == where_.end()) return nullptr;
+    for (const Miss& m : pending_)
+        if (m.slot == it->second) return nullptr;
+    return slot_data(it->second);
+}
+
 void ExpertStore::release_all() {
     wait();
     for (int64_t s : pinned_) {

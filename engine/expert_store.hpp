@@ -74,6 +74,11 @@ public:
                  std::span<bool> ready = {});
     void wait();
     void release_all();   // waits for reads still in flight first
+    // Whether the cache has a slot for every expert of the pack (nothing is ever evicted).
+    bool holds_every_expert() const;
+    // The block of a resident expert, or null (not resident, or being read); counts nothing
+    // and pins nothing: the block stays where it is only while nothing is evicted.
+    const std::byte* peek(int64_t layer, int32_t expert) const;
 
     const ExpertStoreStats& stats() const { return stats_; }
     void reset_stats() { stats_ = {}; }

@@ -40,9 +40,16 @@ struct DeviceCacheStats {
     uint64_t bytes_copied = 0;          // expert blocks copied host -> GPU
     uint64_t copy_ns = 0;               // GPU time of those copies
     uint64_t cpu_experts = 0;           // misses computed on the CPU instead of copied
+    // next-layer prediction: the next MoE layer's router applied to this layer's input
+    uint64_t predicted = 0, predicted_routed = 0;   // experts predicted; of them, routed to
+    uint64_t prefetched = 0, prefetch_used = 0;     // copied ahead; of them, routed to
+    uint64_t bytes_prefetched = 0;
     double host_to_device_bytes_s = 0;  // page-locked host -> GPU copy rate
     double device_memory_bytes_s = 0;   // GPU memory copy rate (read + write counted once)
-    void reset_counters() { hits = misses = bytes_copied = copy_ns = cpu_experts = 0; }
+    void reset_counters() {
+        hits = misses = bytes_copied = copy_ns = cpu_experts = 0;
+        predicted = predicted_routed = prefetched = prefetch_used = bytes_prefetched = 0;
+    }
 };
 
 // What a GPU graph does with a decode token's routed experts that are not in GPU memory:

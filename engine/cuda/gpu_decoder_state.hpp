@@ -64,6 +64,9 @@ private:
     void allocate_streaming();
     void calibrate_cpu_experts();
     void streamed_token_experts(const Layer& l, int64_t layer);
+    void predict_next_layer(int64_t layer);
+    void check_prediction(int64_t layer);
+    void prefetch_next_layer(int64_t layer);
     void fetch_batch_experts(int64_t layer, int64_t n);
     int64_t cpu_share(int64_t misses) const;
     void dense_block(const Layer& l);
@@ -95,10 +98,20 @@ private:
     CapturedGraph graphs_[2];   // without, with logits
     // streaming: a token's routing and hidden state down, CPU-computed experts' sum up
     struct Streaming {
-        PinnedMemory host;          // ids [K], weights [K], h [H], y [H], ids up [K], weights up [K]
-        int32_t *ids, *ids_up;
+        // ids [K], weights [K], h [H], y [H], ids up [K], weights up [K], predicted [K]
+        PinnedMemory host;
+        int32_t *ids, *ids_up, *predicted;
         float *weights, *h, *y, *weights_up;
-        DeviceMemory device;        // y [H], one [1]
+        DeviceMemory device;        // y [H], one [1], prediction: logits [E], weights [K], ids [K]
+        float *prediction_logits, *prediction_weights;
+        int32_t* prediction_ids;
+        std::vector<int64_t> next_moe;           // per layer: the next MoE layer (-1: none)
+        std::vector<int32_t> prediction;         // for layer prediction_for
+        int64_t prediction_for = -1;
+        std::vector<int32_t> prefetched;         // copied ahead for layer prefetched_for
+        int64_t prefetched_for = -1;
+        uint64_t predictions = 0, predictions_routed = 0;   // since open (the prefetch rule)
+        int prefetch = -1;          // MOEPACK_CUDA_PREFETCH: 1 always, 0 never, -1 when it pays
         std::unique_ptr<HostExperts> cpu;
         std::vector<int32_t> gpu_ids, cpu_ids, fetch;
         std::vector<float> gpu_weights, cpu_weights;

@@ -49,6 +49,7 @@ GpuExpertCache::GpuExpertCache(engine::ExpertStore& store, const ModelConfig& c,
     copy_stream_ = std::make_unique<Stream>();
     check_cuda(cudaEventCreate(&copy_start_), "cudaEventCreate");
     check_cuda(cudaEventCreate(&copied_), "cudaEventCreate");
+    check_cuda(cudaEventCreateWithFlags(&prefetched_, cudaEventDisableTiming), "cudaEventCreate");
     // Page-locked, the RAM cache is copied by DMA at the link's rate; where the system
     // refuses (locked-memory limits), copies go through the driver's staging buffers instead.
     const std::span<std::byte> host = store.arena();
@@ -61,6 +62,7 @@ GpuExpertCache::~GpuExpertCache() {
     if (host_registered_) cudaHostUnregister(store_.arena().data());
     if (copy_start_) cudaEventDestroy(copy_start_);
     if (copied_) cudaEventDestroy(copied_);
+    if (prefetched_) cudaEventDestroy(prefetched_);
 }
 
 int64_t GpuExpertCache::index_of(int64_t layer) const {
@@ -125,27 +127,29 @@ int64_t GpuExpertCache::take_slot() {
     return s;
 }
 
-std::span<const int32_t> GpuExpertCache::place(int64_t layer, std::span<const int32_t> experts) {
+std::span<const int32_t> GpuExpertCache::place(int64_t layer, std::span<const int32_t> experts, bool ahead) {
     misses_.clear();
     if (all_resident_) {
-        stats_.hits += experts.size();
+        if (!ahead) stats_.hits += experts.size();
         return misses_;
     }
-    for (const int64_t s : pinned_) policy_.unpin(s);
-    pinned_.clear();
+    if (!ahead) {
+        for (const int64_t s : pinned_) policy_.unpin(s);
+        pinned_.clear();
+    }
     const int64_t index = index_of(layer);
     int32_t* table = slot_table_host_.get<int32_t>() + index * num_experts_;
     for (const int32_t e : experts) {
         if (e < 0 || e >= num_experts_) fail("CUDA: layer ", layer, ": expert ", e, " out of range (", num_experts_, ")");
         int64_t s = table[e];
         if (s >= 0) {
-            ++stats_.hits;
+            stats_.hits += ahead ? 0 : 1;
         } else {
             s = take_slot();
             slot_key_[static_cast<size_t>(s)] = index * num_experts_ + e;
             table[e] = static_cast<int32_t>(s);
             misses_.push_back(e);
-            ++stats_.misses;
+            stats_.misses += ahead ? 0 : 1;
         }
         policy_.pin(s);
         pinned_.push_back(s);
@@ -155,13 +159,13 @@ std::span<const int32_t> GpuExpertCache::place(int64_t layer, std::span<const in
 }
 
 void GpuExpertCache::copy_in(int64_t layer, std::span<const int32_t> misses, std::span<const std::byte* const> blocks,
-                             cudaStream_t compute) {
+                             cudaStream_t compute, bool ahead) {
     if (misses.empty()) return;
     const int64_t index = index_of(layer);
     const int32_t* table = slot_table_host_.get<int32_t>() + index * num_experts_;
     const uint64_t bytes = store_.layout().bytes;
     const cudaStream_t copies = *copy_stream_;
-    check_cuda(cudaEventRecord(copy_start_, copies), "cudaEventRecord");
+    if (!ahead) check_cuda(cudaEventRecord(copy_start_, copies), "cudaEventRecord");
     for (size_t i = 0; i < misses.size(); ++i)
         check_cuda(cudaMemcpyAsync(arena_.get() + static_cast<uint64_t>(table[misses[i]]) * stride_, blocks[i], bytes,
                                    cudaMemcpyHostToDevice, copies),
@@ -169,10 +173,22 @@ void GpuExpertCache::copy_in(int64_t layer, std::span<const int32_t> misses, std
     check_cuda(cudaMemcpyAsync(slot_table_.get<int32_t>() + index * num_experts_, table,
                                static_cast<size_t>(num_experts_) * sizeof(int32_t), cudaMemcpyHostToDevice, copies),
                "updating the expert slot table");
+    if (ahead) {
+        check_cuda(cudaEventRecord(prefetched_, copies), "cudaEventRecord");
+        stats_.bytes_prefetched += misses.size() * bytes;
+        prefetch_pending_ = true;
+        return;
+    }
     check_cuda(cudaEventRecord(copied_, copies), "cudaEventRecord");
     check_cuda(cudaStreamWaitEvent(compute, copied_, 0), "cudaStreamWaitEvent");
     stats_.bytes_copied += misses.size() * bytes;
     copies_pending_ = true;
+}
+
+void GpuExpertCache::wait_for_prefetch(cudaStream_t compute) {
+    if (!prefetch_pending_) return;
+    prefetch_pending_ = false;
+    check_cuda(cudaStreamWaitEvent(compute, prefetched_, 0), "cudaStreamWaitEvent");
 }
 
 double GpuExpertCache::wait_copies() {

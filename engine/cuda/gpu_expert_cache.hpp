@@ -42,17 +42,24 @@ public:
     const std::byte* base(int64_t layer) const;
     ExpertBlocks blocks(int64_t layer) const;
 
+    // Slots place(..., ahead) may still take (the others hold pinned experts).
+    int64_t unpinned_slots() const { return slots_ - static_cast<int64_t>(pinned_.size()); }
     // Whether expert e of `layer` is in GPU memory (counts nothing).
     bool resident(int64_t layer, int32_t expert) const;
     // Takes slots for those of `experts` (distinct, of `layer`) not in GPU memory, pinning
     // them all until the next call, and returns the missing ones (counted as misses, the
-    // others as hits). Their blocks must then be copied in with copy_in().
-    std::span<const int32_t> place(int64_t layer, std::span<const int32_t> experts);
+    // others as hits). Their blocks must then be copied in with copy_in(). ahead: experts
+    // of a later layer fetched before they are routed to (prefetch): nothing is counted and
+    // the pins of the last call stay.
+    std::span<const int32_t> place(int64_t layer, std::span<const int32_t> experts, bool ahead = false);
     // Copies the blocks of `misses` (host memory, blocks[i] for misses[i]) into their slots
     // on the copy stream and updates the layer's slot table; work put on `compute` afterwards
-    // waits for both. The host blocks must stay until wait_copies() returns.
+    // waits for both. The host blocks must stay until wait_copies() returns. ahead: a
+    // prefetch, which nothing waits for until wait_for_prefetch().
     void copy_in(int64_t layer, std::span<const int32_t> misses, std::span<const std::byte* const> blocks,
-                 cudaStream_t compute);
+                 cudaStream_t compute, bool ahead = false);
+    // Work put on `compute` afterwards waits for the last prefetch's copies.
+    void wait_for_prefetch(cudaStream_t compute);
     // Waits for the copies; returns the seconds they took on the GPU (0 when none).
     double wait_copies();
     // place() + copy_in() of the misses' blocks from the expert store, a store-full at a time.
@@ -80,8 +87,8 @@ private:
     std::vector<int32_t> misses_;
     engine::CachePolicy policy_;
     std::unique_ptr<Stream> copy_stream_;
-    cudaEvent_t copy_start_ = nullptr, copied_ = nullptr;
-    bool copies_pending_ = false;
+    cudaEvent_t copy_start_ = nullptr, copied_ = nullptr, prefetched_ = nullptr;
+    bool copies_pending_ = false, prefetch_pending_ = false;
     bool host_registered_ = false;          // the store's RAM cache page-locked
 };
 

@@ -6,13 +6,16 @@
 // added to the residual afterwards. Automatic handling splits the misses where the two are
 // expected to finish together: a copy costs a measured time per expert, the CPU a time per
 // call (thread wake-ups, input preparation) plus a time per expert, both calibrated at open
-// and the per-expert times kept up to date while running. A prompt batch's distinct experts
-// are copied in before its grouped products.
+// and the per-expert times kept up to date while running. The next layer's experts are
+// predicted and, where that pays, copied ahead (gpu_expert_prefetch.cpp). A prompt batch's
+// distinct experts are copied in before its grouped products.
 #include <cuda_runtime_api.h>
 
-#include <chrono>
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "cuda/gpu_decoder_state.hpp"
@@ -33,14 +36,25 @@ void GpuDecoder::allocate_streaming() {
     if (!experts_ || experts_->all_resident()) return;
     auto s = std::make_unique<Streaming>();
     const int64_t K = c_.experts_per_token, H = c_.hidden_size;
-    s->host = PinnedMemory(static_cast<size_t>(4 * K + 2 * H) * sizeof(float), "expert routing (host)");
+    const int64_t E = c_.num_experts;
+    s->host = PinnedMemory(static_cast<size_t>(5 * K + 2 * H) * sizeof(float), "expert routing (host)");
     s->ids = s->host.get<int32_t>();
     s->weights = reinterpret_cast<float*>(s->ids + K);
     s->h = s->weights + K;
     s->y = s->h + H;
     s->ids_up = reinterpret_cast<int32_t*>(s->y + H);
     s->weights_up = reinterpret_cast<float*>(s->ids_up + K);
-    s->device = DeviceMemory(static_cast<size_t>(H + 1) * sizeof(float), "the CPU experts' sum");
+    s->predicted = reinterpret_cast<int32_t*>(s->weights_up + K);
+    s->device = DeviceMemory(static_cast<size_t>(H + 1 + E + 2 * K) * sizeof(float), "the CPU experts' sum");
+    s->prediction_logits = s->device.get<float>() + H + 1;
+    s->prediction_weights = s->prediction_logits + E;
+    s->prediction_ids = reinterpret_cast<int32_t*>(s->prediction_weights + K);
+    if (const char* v = std::getenv("MOEPACK_CUDA_PREFETCH")) s->prefetch = std::strcmp(v, "1") == 0 ? 1 : std::strcmp(v, "0") == 0 ? 0 : -1;
+    s->next_moe.assign(static_cast<size_t>(c_.num_layers), -1);
+    for (int64_t l = c_.num_layers - 2, next = -1; l >= 0; --l) {
+        if (c_.layers[static_cast<size_t>(l + 1)].ffn == FfnKind::moe) next = l + 1;
+        s->next_moe[static_cast<size_t>(l)] = next;
+    }
     const float one = 1.0f;
     check_cuda(cudaMemcpy(s->device.get<float>() + H, &one, sizeof one, cudaMemcpyHostToDevice), "uploading a constant");
     s->cpu = std::make_unique<HostExperts>(ctx_.experts->layout(), ctx_.pool);
@@ -101,10 +115,13 @@ int64_t GpuDecoder::cpu_share(int64_t misses) const {
 void GpuDecoder::streamed_token_experts(const Layer& l, int64_t layer) {
     Streaming& s = *streaming_;
     const int64_t K = c_.experts_per_token, H = c_.hidden_size;
+    predict_next_layer(layer);   // its experts come down with this layer's routing
     check_cuda(cudaMemcpyAsync(s.ids, ids_, static_cast<size_t>(K) * 4, cudaMemcpyDeviceToHost, stream_), "routing");
     check_cuda(cudaMemcpyAsync(s.weights, ew_, static_cast<size_t>(K) * 4, cudaMemcpyDeviceToHost, stream_), "routing");
     check_cuda(cudaMemcpyAsync(s.h, h_, static_cast<size_t>(H) * 4, cudaMemcpyDeviceToHost, stream_), "expert input");
     check_cuda(cudaStreamSynchronize(stream_), "routing");
+    check_prediction(layer);
+    experts_->wait_for_prefetch(stream_);
 
     int64_t misses = 0;
     for (int64_t j = 0; j < K; ++j) misses += experts_->resident(layer, s.ids[j]) ? 0 : 1;
@@ -126,6 +143,7 @@ void GpuDecoder::streamed_token_experts(const Layer& l, int64_t layer) {
     const std::span<const std::byte* const> blocks(s.blocks);
     experts_->copy_in(layer, copies, blocks.first(copies.size()), stream_);
 
+    prefetch_next_layer(layer);   // behind this layer's copies, ahead of the next layer's attention
     const auto kg = static_cast<int64_t>(s.gpu_ids.size());
     if (kg > 0) {
         std::copy(s.gpu_ids.begin(), s.gpu_ids.end(), s.ids_up);

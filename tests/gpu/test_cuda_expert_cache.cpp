@@ -1,12 +1,14 @@
 // The CUDA backend with GPU memory for only some experts (a cache of one layer's worth):
 // misses copied over give exactly the logits of the run that holds every expert (the same
 // kernels read the same bytes, only from other addresses), with the host's RAM cache large
-// or at its least (every miss then read from the pack); misses computed on the CPU, or
+// or at its least (every miss then read from the pack), or copied ahead on the next layer's
+// prediction; misses computed on the CPU, or
 // shared between the two, stay as close to the float32 reference as the CPU engine; the
 // counters add up; too small a budget is refused by name. Needs a GPU (ctest label "gpu").
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <tuple>
 
@@ -76,6 +78,31 @@ TEST_P(CudaExpertCache, CopiedMissesGiveTheLogitsOfEveryExpertResident) {
         EXPECT_GT(s.copy_ns, 0u);
         EXPECT_EQ(s.cpu_experts, 0u);
     }
+}
+
+// Experts copied ahead on the next layer's prediction change where blocks are, not what is
+// computed: still the resident run's logits; every prediction is scored.
+TEST_P(CudaExpertCache, CopiesAheadGiveTheSameLogits) {
+    const auto [name, bits] = GetParam();
+    test::ScratchDir dir(std::string("cuda_cache_ahead_") + name);
+    const auto ref = test::load_reference(name);
+    const auto pack = test::convert_fixture(name, dir.path() / "p", bits, 8);
+    const auto sequence = ref.sequence();
+    auto resident = Engine::open(pack, gpu_options());
+    const auto want = test::logits_token_by_token(*resident, sequence);
+    ::setenv("MOEPACK_CUDA_PREFETCH", "1", 1);
+    auto cached = Engine::open(pack, one_layer_of_experts(pack, MissHandling::copy));
+    ::unsetenv("MOEPACK_CUDA_PREFETCH");
+    EXPECT_EQ(test::logits_token_by_token(*cached, sequence), want) << name;
+    const engine::DeviceCacheStats s = cached->stats().device;
+    const ModelConfig& c = cached->config();
+    EXPECT_EQ(s.predicted, sequence.size() * static_cast<uint64_t>((c.num_moe_layers() - 1) * c.experts_per_token));
+    EXPECT_LE(s.predicted_routed, s.predicted);
+    EXPECT_GT(s.prefetched, 0u);
+    EXPECT_LE(s.prefetch_used, s.prefetched);
+    std::printf("%s, %d-bit experts: next-layer prediction %.1f %% right; %llu experts copied ahead, %llu used\n", name, bits,
+                100.0 * static_cast<double>(s.predicted_routed) / static_cast<double>(s.predicted),
+                static_cast<unsigned long long>(s.prefetched), static_cast<unsigned long long>(s.prefetch_used));
 }
 
 TEST_P(CudaExpertCache, MissesOnTheCpuStayAsCloseToTheReferenceAsTheCpuEngine) {

@@ -120,7 +120,7 @@ int run(BenchOptions& o) {
         const double expert_bytes = static_cast<double>(pack.expert_layout().bytes);
         const double t_hbm = static_cast<double>(decode.phases.weight_bytes) / g / gpu.device_memory_bytes_s;
         const double copied = static_cast<double>(gpu.bytes_copied) / g;
-        const double t_pcie = copied / gpu.host_to_device_bytes_s;
+        const double t_pcie = (copied + static_cast<double>(gpu.bytes_prefetched) / g) / gpu.host_to_device_bytes_s;
         const double t_host = static_cast<double>(gpu.cpu_experts) / g * expert_bytes / mem_bw;
         bound_terms = {{"gpu_memory", t_hbm * 1e3}, {"pcie", t_pcie * 1e3}, {"disk", t_disk * 1e3}, {"cpu_experts_memory", t_host * 1e3}};
         bound = std::max({t_hbm, t_pcie, t_disk, t_host});
@@ -132,6 +132,10 @@ int run(BenchOptions& o) {
                     {"copied_bytes_per_token", copied},
                     {"pcie_gb_s_achieved", gpu.copy_ns ? static_cast<double>(gpu.bytes_copied) / static_cast<double>(gpu.copy_ns) : 0.0},
                     {"cpu_experts_per_token", static_cast<double>(gpu.cpu_experts) / g},
+                    {"next_layer_prediction_accuracy",
+                     gpu.predicted ? static_cast<double>(gpu.predicted_routed) / static_cast<double>(gpu.predicted) : 0.0},
+                    {"prefetched_per_token", static_cast<double>(gpu.prefetched) / g},
+                    {"prefetch_used_rate", gpu.prefetched ? static_cast<double>(gpu.prefetch_used) / static_cast<double>(gpu.prefetched) : 0.0},
                     {"prefill_copied_bytes", prefill.device.bytes_copied},
                     {"pcie_gb_s", gpu.host_to_device_bytes_s / 1e9},
                     {"gpu_memory_gb_s", gpu.device_memory_bytes_s / 1e9},
@@ -209,6 +213,11 @@ int run(BenchOptions& o) {
                     static_cast<double>(gpu.bytes) / 1e9, gpu.all_resident ? ", every expert" : "",
                     gpu_json["copied_bytes_per_token"].get<double>() / 1e6, gpu_json["pcie_gb_s_achieved"].get<double>(),
                     gpu.host_to_device_bytes_s / 1e9, gpu_json["cpu_experts_per_token"].get<double>());
+    if (gpu.used && !gpu.all_resident)
+        std::printf("%-28s %12.1f %%    (next layer's router on this layer's input; %.2f experts/token copied ahead, "
+                    "%.1f %% of them used)\n",
+                    "next-layer prediction", 100.0 * gpu_json["next_layer_prediction_accuracy"].get<double>(),
+                    gpu_json["prefetched_per_token"].get<double>(), 100.0 * gpu_json["prefetch_used_rate"].get<double>());
     std::printf("%s\n", j.dump().c_str());
     return 0;
 }
