@@ -89,6 +89,12 @@ void expert_down_add(const DeviceMatrix& down, const ExpertBlocks& blocks, const
 // out[t, :] = x[t, :] / rms(x[t, :]) * weight for n rows of dim values. CPU reference:
 // rms_norm_to (blocks.hpp).
 void rms_norm(const float* x, float* out, int64_t n, int64_t dim, const float* weight, float eps, cudaStream_t stream);
+// The same, and out's rows quantised into each of quantized[0 .. count) in one launch (count
+// up to kMaxNormQuantizations; x must not be out). The floats and codes equal rms_norm's
+// followed by quantize_input's.
+inline constexpr int kMaxNormQuantizations = 3;
+void rms_norm_quantized(const float* x, float* out, int64_t n, int64_t dim, const float* weight, float eps,
+                        const QuantizedInput* quantized, int count, cudaStream_t stream);
 
 // out[i] = silu(gate[i]) * up[i] for count values. CPU reference: swiglu (blocks.hpp).
 void swiglu(const float* gate, const float* up, float* out, int64_t count, cudaStream_t stream);

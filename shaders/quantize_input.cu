@@ -1,10 +1,10 @@
 // Inputs of affine products quantised to int8 per group (QuantizedInput in kernels.hpp):
-// one warp per (vector, group) reduces the group's sum and largest magnitude, then writes
-// each value's int8 code to its code-plane position. CPU reference: MatmulInput::prepare
+// one warp per (vector, group) (quantize.cuh). CPU reference: MatmulInput::prepare
 // (engine/cpu/matmul.cpp), whose rounding rule this follows.
 #include "cuda_check.hpp"
 #include "kernels.hpp"
 #include "launch.cuh"
+#include "quantize.cuh"
 
 namespace moepack::cuda {
 namespace {
@@ -13,43 +13,14 @@ constexpr int kWarps = 8;
 
 int64_t align16(int64_t bytes) { return (bytes + 15) / 16 * 16; }
 
-// Byte of value c within its 32-bit word's slot, in the code-plane order of `bits`-bit codes.
-__device__ inline int64_t plane_position(int64_t c, int bits) {
-    const int per_word = 32 / bits, planes = 8 / bits;
-    const int i = static_cast<int>(c % per_word);
-    return c - i + (i % planes) * 4 + i / planes;
-}
-
 __global__ void __launch_bounds__(kWarps * 32)
     quantize_groups(const float* __restrict__ x, QuantizedInput q) {
     detail::wait_for_inputs();
     const int64_t item = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
     if (item >= q.n * q.groups) return;
-    const int lane = threadIdx.x % 32;
-    const int64_t t = item / q.groups, g = item % q.groups, c0 = g * q.group_size;
-    const float* xg = x + t * q.cols + c0;
-    const int64_t count = min(static_cast<int64_t>(q.group_size), q.cols - c0);
-    float sum = 0.0f, largest = 0.0f;
-    for (int64_t i = lane; i < count; i += 32) {
-        sum += xg[i];
-        largest = fmaxf(largest, fabsf(xg[i]));
-    }
-    for (int offset = 16; offset > 0; offset >>= 1) {
-        sum += __shfl_xor_sync(0xffffffffu, sum, offset);
-        largest = fmaxf(largest, __shfl_xor_sync(0xffffffffu, largest, offset));
-    }
-    // zeros (or no usable scale): scale 0 and every code 0
-    const float scale = largest > 0.0f && isfinite(largest) ? largest / 127.0f : 0.0f;
-    if (lane == 0) {
-        q.sums[item] = sum;
-        q.scales[item] = scale;
-    }
-    const float inv = scale != 0.0f ? 1.0f / scale : 0.0f;
-    int8_t* out = q.values + t * q.groups * q.group_size;
-    for (int64_t i = lane; i < q.group_size; i += 32) {
-        const float v = i < count ? fminf(fmaxf(xg[i] * inv, -127.0f), 127.0f) : 0.0f;
-        out[plane_position(c0 + i, q.bits)] = static_cast<int8_t>(__float2int_rn(v));
-    }
+    const int64_t t = item / q.groups, g = item % q.groups;
+    const float* xg = x + t * q.cols + g * q.group_size;
+    detail::quantize_group(q, t, g, static_cast<int>(threadIdx.x % 32), [&](int64_t i) { return xg[i]; });
 }
 
 }  // namespace

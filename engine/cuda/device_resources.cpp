@@ -76,6 +76,17 @@ void VectorInput::serve(const DeviceMatrix& w) {
     versions_.push_back(std::move(v));
 }
 
+void VectorInput::normalize(const float* x, const float* weight, float eps, cudaStream_t stream, int64_t rows) {
+    const int64_t n = rows >= 0 ? std::min(rows, n_) : n_;
+    QuantizedInput made[kMaxNormQuantizations];
+    int count = 0;
+    for (auto& v : versions_) {
+        v.fresh = count < kMaxNormQuantizations;
+        if (v.fresh) made[count++] = v.q;
+    }
+    rms_norm_quantized(x, x_, n, cols_, weight, eps, made, count, stream);
+}
+
 void VectorInput::prepare(const DeviceMatrix& w, cudaStream_t stream, int64_t rows) {
     if (w.format != DeviceFormat::affine) return;
     Version* v = find(w);

@@ -120,6 +120,9 @@ public:
     VectorInput(float* x, int64_t n, int64_t cols) : x_(x), n_(n), cols_(cols) {}
     // Makes room for w's quantisation (at set-up, before any capture).
     void serve(const DeviceMatrix& w);
+    // The vector becomes rms_norm(x) (x's first `rows` rows; -1: all; x is not the vector)
+    // and its quantisations are made from it, in one launch.
+    void normalize(const float* x, const float* weight, float eps, cudaStream_t stream, int64_t rows = -1);
     // The vector changed: quantisations made before are stale.
     void changed() {
         for (auto& v : versions_) v.fresh = false;

@@ -203,10 +203,9 @@ void GpuDecoder::products(std::initializer_list<GemvProduct> list, VectorInput& 
 }
 
 void GpuDecoder::attention_block(const Layer& l, int64_t layer) {
-    const int64_t H = c_.hidden_size, D = c_.head_dim;
+    const int64_t D = c_.head_dim;
     const int32_t* position = io_.get<int32_t>() + 1;
-    rms_norm(x_, h_, 1, H, l.input_norm, eps_, stream_);
-    h_in_.changed();
+    h_in_.normalize(x_, l.input_norm, eps_, stream_);
     products({{l.q, q_}, {l.k, k_}, {l.v, v_}}, h_in_, GemvOutput::store);
     const bool per_head = c_.qk_norm == QkNorm::per_head;
     if (c_.qk_norm == QkNorm::full_width) {
@@ -223,8 +222,7 @@ void GpuDecoder::attention_block(const Layer& l, int64_t layer) {
               attention_workspace_.get<float>(), stream_);
     attn_in_.changed();
     products({{l.o, x_}}, attn_in_, GemvOutput::add);
-    rms_norm(x_, h_, 1, H, l.post_norm, eps_, stream_);
-    h_in_.changed();
+    h_in_.normalize(x_, l.post_norm, eps_, stream_);
 }
 
 void GpuDecoder::dense_block(const Layer& l) {
@@ -260,8 +258,7 @@ void GpuDecoder::enqueue_token(bool logits) {
             dense_block(ly);
     }
     if (!logits) return;
-    rms_norm(x_, h_, 1, c_.hidden_size, final_norm_, eps_, stream_);
-    h_in_.changed();
+    h_in_.normalize(x_, final_norm_, eps_, stream_);
     products({{head_, logits_}}, h_in_, GemvOutput::store);
     check_cuda(cudaMemcpyAsync(logits_host_.get(), logits_, static_cast<size_t>(c_.vocab_size) * 4, cudaMemcpyDeviceToHost, stream_),
                "logits");

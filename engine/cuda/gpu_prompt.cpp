@@ -103,8 +103,7 @@ void GpuDecoder::run_batch(std::span<const int32_t> tokens, int64_t position, bo
     embed_rows(embed_, p.tokens, n, p.x, stream_);
     for (int64_t layer = 0; layer < c_.num_layers; ++layer) {
         const Layer& l = layers_[static_cast<size_t>(layer)];
-        rms_norm(p.x, p.h, n, H, l.input_norm, eps_, stream_);
-        p.h_in.changed();
+        p.h_in.normalize(p.x, l.input_norm, eps_, stream_, n);
         rows_product(l.q, p.h_in, n, p.q, GemvOutput::store);
         rows_product(l.k, p.h_in, n, p.k, GemvOutput::store);
         rows_product(l.v, p.h_in, n, p.v, GemvOutput::store);
@@ -123,8 +122,7 @@ void GpuDecoder::run_batch(std::span<const int32_t> tokens, int64_t position, bo
                       c_.num_heads, c_.num_kv_heads, D, window, ctx_.kv.context(), p.workspace.get<float>(), stream_);
         p.attn_in.changed();
         rows_product(l.o, p.attn_in, n, p.x, GemvOutput::add);
-        rms_norm(p.x, p.h, n, H, l.post_norm, eps_, stream_);
-        p.h_in.changed();
+        p.h_in.normalize(p.x, l.post_norm, eps_, stream_, n);
         if (l.moe) {
             rows_product(l.router, p.h_in, n, p.router_logits, GemvOutput::store);
             route(p.router_logits, n, E, K,
@@ -158,14 +156,12 @@ void GpuDecoder::run_batch(std::span<const int32_t> tokens, int64_t position, bo
     if (all_logits) {
         if (!p.all_logits.get())
             p.all_logits = DeviceMemory(static_cast<size_t>(p.rows) * vocab_bytes, "prompt logits");
-        rms_norm(p.x, p.h, n, H, final_norm_, eps_, stream_);
-        p.h_in.changed();
+        p.h_in.normalize(p.x, final_norm_, eps_, stream_, n);
         rows_product(head_, p.h_in, n, p.all_logits.get<float>(), GemvOutput::store);
         check_cuda(cudaMemcpyAsync(logits, p.all_logits.get(), static_cast<size_t>(n) * vocab_bytes, cudaMemcpyDeviceToHost, stream_),
                    "logits");
     } else {
-        rms_norm(p.x + (n - 1) * H, p.h, 1, H, final_norm_, eps_, stream_);
-        p.h_in.changed();
+        p.h_in.normalize(p.x + (n - 1) * H, final_norm_, eps_, stream_, 1);
         p.h_in.prepare(head_, stream_, 1);
         gemv(head_, p.h_in(head_), 1, p.logits, GemvOutput::store, stream_);
         check_cuda(cudaMemcpyAsync(logits, p.logits, vocab_bytes, cudaMemcpyDeviceToHost, stream_), "logits");

@@ -545,6 +545,41 @@ TEST(CudaBlocks, RmsNormAndSwigluMatchTheCpu) {
     }
 }
 
+// The fused norm + quantisation: its float rows are rms_norm's and its quantisations are
+// quantize_input's of those rows, bit for bit, for one, two or three encodings at once.
+TEST(CudaBlocks, RmsNormQuantizedEqualsNormThenQuantize) {
+    ASSERT_TRUE(have_gpu());
+    std::mt19937 rng(8);
+    const int formats[3][2] = {{8, 64}, {4, 32}, {2, 128}};   // bits, group size
+    for (int64_t dim : {64, 100, 2048})
+        for (int count = 1; count <= 3; ++count) {
+            const int64_t n = 5;
+            const auto x = random_floats(rng, static_cast<size_t>(n * dim), 2.0f);
+            const auto w = random_floats(rng, static_cast<size_t>(dim), 1.5f);
+            DeviceBuffer x_dev(x), w_dev(w), want(x.size() * sizeof(float)), got(x.size() * sizeof(float));
+            std::vector<std::unique_ptr<DeviceBuffer>> want_q, got_q;
+            std::vector<QuantizedInput> wanted, made;
+            for (int k = 0; k < count; ++k) {
+                const size_t bytes = quantized_input_bytes(n, dim, formats[k][1]);
+                want_q.push_back(std::make_unique<DeviceBuffer>(bytes));
+                got_q.push_back(std::make_unique<DeviceBuffer>(bytes));
+                wanted.push_back(quantized_input_in(want_q.back()->as<std::byte>(), n, dim, formats[k][1], formats[k][0]));
+                made.push_back(quantized_input_in(got_q.back()->as<std::byte>(), n, dim, formats[k][1], formats[k][0]));
+            }
+            rms_norm(x_dev.as<float>(), want.as<float>(), n, dim, w_dev.as<float>(), 1e-6f, nullptr);
+            for (const QuantizedInput& q : wanted) quantize_input(want.as<float>(), q, nullptr);
+            rms_norm_quantized(x_dev.as<float>(), got.as<float>(), n, dim, w_dev.as<float>(), 1e-6f, made.data(), count, nullptr);
+            EXPECT_EQ(got.read<float>(), want.read<float>()) << "dim " << dim << " count " << count;
+            for (int k = 0; k < count; ++k)
+                EXPECT_EQ(got_q[static_cast<size_t>(k)]->read<int8_t>(), want_q[static_cast<size_t>(k)]->read<int8_t>())
+                    << "dim " << dim << " encoding " << k;
+        }
+    DeviceBuffer row(std::vector<float>(64, 1.0f)), w_dev(std::vector<float>(64, 1.0f)), q_mem(quantized_input_bytes(1, 64, 64));
+    const QuantizedInput q = quantized_input_in(q_mem.as<std::byte>(), 1, 64, 64, 8);
+    EXPECT_THROW(rms_norm_quantized(row.as<float>(), row.as<float>(), 1, 64, w_dev.as<float>(), 1e-6f, &q, 1, nullptr),
+                 moepack::Error);   // in place
+}
+
 // Largest |a - b| over the largest |b|.
 double relative_max_error(const std::vector<float>& a, const std::vector<float>& b) {
     double err = 0, scale = 0;
