@@ -133,7 +133,8 @@ void GpuDecoder::streamed_token_experts(const Layer& l, int64_t layer) {
         (cpu ? s.cpu_ids : s.gpu_ids).push_back(s.ids[j]);
         (cpu ? s.cpu_weights : s.gpu_weights).push_back(s.weights[j]);
     }
-    const std::span<const int32_t> copies = experts_->place(layer, s.gpu_ids);
+    const std::span<const int32_t> copies = experts_->place(layer, s.gpu_ids);   // valid until the next place()
+    const size_t copied = copies.size();
     ctx_.device.misses += s.cpu_ids.size();
     ctx_.device.cpu_experts += s.cpu_ids.size();
     s.fetch.assign(copies.begin(), copies.end());
@@ -141,7 +142,7 @@ void GpuDecoder::streamed_token_experts(const Layer& l, int64_t layer) {
     s.blocks.resize(s.fetch.size());
     if (!s.fetch.empty()) ctx_.experts->acquire(layer, s.fetch, s.blocks);
     const std::span<const std::byte* const> blocks(s.blocks);
-    experts_->copy_in(layer, copies, blocks.first(copies.size()), stream_);
+    experts_->copy_in(layer, copies, blocks.first(copied), stream_);
 
     prefetch_next_layer(layer);   // behind this layer's copies, ahead of the next layer's attention
     const auto kg = static_cast<int64_t>(s.gpu_ids.size());
@@ -158,14 +159,14 @@ void GpuDecoder::streamed_token_experts(const Layer& l, int64_t layer) {
     }
     if (!s.cpu_ids.empty()) {
         const auto start = std::chrono::steady_clock::now();
-        s.cpu->run(s.h, blocks.subspan(copies.size()), s.cpu_weights, s.y);
+        s.cpu->run(s.h, blocks.subspan(copied), s.cpu_weights, s.y);
         const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
         average_in(s.cpu_expert_s, std::max(1e-7, (took.count() - s.cpu_call_s) / static_cast<double>(s.cpu_ids.size())));
         float* y = s.device.get<float>();
         check_cuda(cudaMemcpyAsync(y, s.y, static_cast<size_t>(H) * 4, cudaMemcpyHostToDevice, stream_), "CPU experts' sum");
         combine_experts(x_, y, y + H, 1, 1, H, stream_);
     }
-    if (!copies.empty()) average_in(s.copy_s, experts_->wait_copies() / static_cast<double>(copies.size()));
+    if (copied > 0) average_in(s.copy_s, experts_->wait_copies() / static_cast<double>(copied));
     if (!s.fetch.empty()) ctx_.experts->release_all();
 }
 
