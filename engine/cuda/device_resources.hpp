@@ -14,46 +14,38 @@
 
 namespace moepack::cuda {
 
-// GPU memory owned by one object.
-class DeviceMemory {
+// Memory owned by one object, given back by Release (cudaFree or cudaFreeHost).
+template <cudaError_t (*Release)(void*)>
+class OwnedMemory {
 public:
-    DeviceMemory() = default;
-    DeviceMemory(size_t bytes, const char* what);
-    ~DeviceMemory() {
-        if (p_) cudaFree(p_);
+    OwnedMemory() = default;
+    ~OwnedMemory() {
+        if (p_) Release(p_);
     }
-    DeviceMemory(DeviceMemory&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
-    DeviceMemory& operator=(DeviceMemory&& o) noexcept {
+    OwnedMemory(OwnedMemory&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+    OwnedMemory& operator=(OwnedMemory&& o) noexcept {
         std::swap(p_, o.p_);
         return *this;
     }
     template <typename T = std::byte>
     T* get() const { return static_cast<T*>(p_); }
 
-private:
+protected:
     void* p_ = nullptr;
 };
 
+// GPU memory.
+class DeviceMemory : public OwnedMemory<cudaFree> {
+public:
+    DeviceMemory() = default;
+    DeviceMemory(size_t bytes, const char* what);
+};
+
 // Page-locked host memory (the target of asynchronous copies and of captured graphs' copies).
-class PinnedMemory {
+class PinnedMemory : public OwnedMemory<cudaFreeHost> {
 public:
     PinnedMemory() = default;
-    PinnedMemory(size_t bytes, const char* what) {
-        check_cuda(cudaMallocHost(&p_, std::max<size_t>(bytes, 1)), what);
-    }
-    ~PinnedMemory() {
-        if (p_) cudaFreeHost(p_);
-    }
-    PinnedMemory(PinnedMemory&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
-    PinnedMemory& operator=(PinnedMemory&& o) noexcept {
-        std::swap(p_, o.p_);
-        return *this;
-    }
-    template <typename T = std::byte>
-    T* get() const { return static_cast<T*>(p_); }
-
-private:
-    void* p_ = nullptr;
+    PinnedMemory(size_t bytes, const char* what) { check_cuda(cudaMallocHost(&p_, std::max<size_t>(bytes, 1)), what); }
 };
 
 // A non-blocking CUDA stream owned by one object.

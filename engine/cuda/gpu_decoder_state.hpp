@@ -109,6 +109,7 @@ private:
         std::vector<int32_t> prediction;         // for layer prediction_for
         int64_t prediction_for = -1;
         std::vector<int32_t> prefetched;         // copied ahead for layer prefetched_for
+        std::vector<const std::byte*> prefetched_blocks;   // their blocks in the RAM cache
         int64_t prefetched_for = -1;
         uint64_t predictions = 0, predictions_routed = 0;   // since open (the prefetch rule)
         int prefetch = -1;          // MOEPACK_CUDA_PREFETCH: 1 always, 0 never, -1 when it pays

@@ -73,8 +73,9 @@ void GpuDecoder::prefetch_next_layer(int64_t layer) {
                       (s.prefetch == -1 && ctx_.device_misses == engine::MissHandling::copy && s.predictions >= kPrefetchWarmup &&
                        static_cast<double>(s.predictions_routed) >= kPrefetchAccuracy * static_cast<double>(s.predictions));
     if (next < 0 || !pays || !ctx_.experts->holds_every_expert()) return;
-    std::vector<int32_t> wanted;
-    std::vector<const std::byte*> blocks;
+    std::vector<int32_t>& wanted = s.prefetched;
+    std::vector<const std::byte*>& blocks = s.prefetched_blocks;
+    wanted.clear(), blocks.clear();
     const auto room = static_cast<size_t>(std::max<int64_t>(0, experts_->unpinned_slots()));
     for (const int32_t e : s.prediction) {
         const std::byte* block = ctx_.experts->peek(next, e);
@@ -87,7 +88,6 @@ void GpuDecoder::prefetch_next_layer(int64_t layer) {
     const std::span<const int32_t> copies = experts_->place(next, wanted, true);   // all of them: none is resident
     experts_->copy_in(next, copies, blocks, stream_, true);
     ctx_.device.prefetched += copies.size();
-    s.prefetched = wanted;
     s.prefetched_for = next;
 }
 

@@ -118,7 +118,8 @@ void GpuDecoder::streamed_token_experts(const Layer& l, int64_t layer) {
     predict_next_layer(layer);   // its experts come down with this layer's routing
     check_cuda(cudaMemcpyAsync(s.ids, ids_, static_cast<size_t>(K) * 4, cudaMemcpyDeviceToHost, stream_), "routing");
     check_cuda(cudaMemcpyAsync(s.weights, ew_, static_cast<size_t>(K) * 4, cudaMemcpyDeviceToHost, stream_), "routing");
-    check_cuda(cudaMemcpyAsync(s.h, h_, static_cast<size_t>(H) * 4, cudaMemcpyDeviceToHost, stream_), "expert input");
+    if (ctx_.device_misses != engine::MissHandling::copy)   // the CPU's experts read it
+        check_cuda(cudaMemcpyAsync(s.h, h_, static_cast<size_t>(H) * 4, cudaMemcpyDeviceToHost, stream_), "expert input");
     check_cuda(cudaStreamSynchronize(stream_), "routing");
     check_prediction(layer);
     experts_->wait_for_prefetch(stream_);

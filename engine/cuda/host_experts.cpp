@@ -23,12 +23,15 @@ void HostExperts::run(const float* h, std::span<const std::byte* const> blocks, 
     gate_.resize(static_cast<size_t>(k * I));
     up_.resize(static_cast<size_t>(k * I));
     down_.resize(static_cast<size_t>(k * H));
-    std::vector<WeightMatrix> gate, up, down;
+    gate_w_.clear(), up_w_.clear(), down_w_.clear();
     for (const std::byte* b : blocks) {
-        gate.push_back(WeightMatrix::from_record(b + layout_.gate_offset, layout_.gate));
-        up.push_back(WeightMatrix::from_record(b + layout_.up_offset, layout_.up));
-        down.push_back(WeightMatrix::from_record(b + layout_.down_offset, layout_.down));
+        gate_w_.push_back(WeightMatrix::from_record(b + layout_.gate_offset, layout_.gate));
+        up_w_.push_back(WeightMatrix::from_record(b + layout_.up_offset, layout_.up));
+        down_w_.push_back(WeightMatrix::from_record(b + layout_.down_offset, layout_.down));
     }
+    const auto& gate = gate_w_;
+    const auto& up = up_w_;
+    const auto& down = down_w_;
     h_in_.reset(h, 1, H);
     if (k > 0) h_in_.prepare(gate[0]);
     // gate and up: task t covers rows of expert t / (2 * tiles), gate or up by parity

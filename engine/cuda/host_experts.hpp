@@ -28,6 +28,7 @@ private:
     const pack::ExpertBlockLayout& layout_;
     engine::ThreadPool& pool_;
     std::vector<float> gate_, up_, down_;   // [k, I], [k, I], [k, H]
+    std::vector<engine::WeightMatrix> gate_w_, up_w_, down_w_;   // the experts' records
     engine::MatmulInput h_in_;
     std::vector<engine::MatmulInput> act_in_;
 };

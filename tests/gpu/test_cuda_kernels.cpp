@@ -511,6 +511,10 @@ TEST(CudaGemv, BadInputsAreRefused) {
     RowGroups rows;
     rows.count = 1;
     EXPECT_THROW(gemm(w, {}, wrong_bits.quantized(), rows, y_dev.as<float>(), GemvOutput::store, nullptr), moepack::Error);
+    RowGroups no_tiles;   // grouped rows without group_by_expert's tile numbering
+    DeviceBuffer offsets(std::vector<int32_t>{0, 1}), order(std::vector<int32_t>{0});
+    no_tiles.offsets = offsets.as<int32_t>(), no_tiles.order = order.as<int32_t>(), no_tiles.count = 1;
+    EXPECT_THROW(gemm(w, {}, in.quantized(), no_tiles, y_dev.as<float>(), GemvOutput::store, nullptr), moepack::Error);
     // gate and up records laid out differently (other widths), for either kernel
     const Matrix wide = random_matrix(rng, engine::WeightFormat::affine, 4, 128, 4, 64);
     DeviceBuffer wide_dev(wide.bytes), ids_dev(std::vector<int32_t>{0});
@@ -578,6 +582,10 @@ TEST(CudaBlocks, RmsNormQuantizedEqualsNormThenQuantize) {
     const QuantizedInput q = quantized_input_in(q_mem.as<std::byte>(), 1, 64, 64, 8);
     EXPECT_THROW(rms_norm_quantized(row.as<float>(), row.as<float>(), 1, 64, w_dev.as<float>(), 1e-6f, &q, 1, nullptr),
                  moepack::Error);   // in place
+    DeviceBuffer out(64 * sizeof(float));
+    const QuantizedInput four[4] = {q, q, q, q};
+    EXPECT_THROW(rms_norm_quantized(row.as<float>(), out.as<float>(), 1, 64, w_dev.as<float>(), 1e-6f, four, 4, nullptr),
+                 moepack::Error);   // more quantisations than one launch makes
 }
 
 // Largest |a - b| over the largest |b|.
