@@ -1,13 +1,16 @@
 // Prompt products on the tensor cores: Y = X . W^T for affine weights (2/4/8-bit codes)
 // against inputs quantised to int8 per group (QuantizedInput), by mma.sync m16n8k32
-// (unsigned codes x signed inputs, int32 sums), each 32-code step folded into float32 as
-// scale_w * scale_x * sum(q * xq), plus bias_w * sum(x) once per group — the integer sums the
-// decode kernels and the CPU's int8 kernels compute. The product is grouped: problem e
-// (an expert) reads expert e's matrix (ExpertBlocks) and the rows of X its row list names
-// (RowGroups); a block takes one tile of one problem's rows, so a layer's routed experts are
-// one launch whatever the routing, its grid as large as the rows need.
-// Block tile 64 weight rows x 32 input rows, 4 warps of 32 x 16; tiles staged in shared
-// memory. Modes: store, add to Y, or SwiGLU of a gate/up pair (two matrices, one tile each).
+// (unsigned codes x signed inputs, int32 sums); the integer sums of each weight group are
+// folded into float32 once, as scale_w * scale_x * sum(q * xq) + bias_w * sum(x) — the
+// integer sums the decode kernels and the CPU's int8 kernels compute. The product is
+// grouped: problem e (an expert) reads expert e's matrix (ExpertBlocks) and the rows of X
+// its row list names (RowGroups); a block takes one tile of one problem's rows, so a layer's
+// routed experts are one launch whatever the routing, its grid as large as the rows need.
+// Block tile 64 weight rows x 32 input rows, 4 warps of 32 x 16. The codes, inputs, scales
+// and group sums of 64 columns at a time go through a ring of kStages shared-memory stages
+// filled by cp.async, so that the loads of later stages are in flight while a stage is
+// multiplied.
+// Modes: store, add to Y, or SwiGLU of a gate/up pair (two matrices, one tile each).
 // CPU reference: the int8 kernels of engine/cpu/matmul*.cpp (the same integer sums).
 #include <algorithm>
 
@@ -21,6 +24,10 @@ namespace {
 
 constexpr int kThreads = 128;
 constexpr int kTileRows = 64, kTileInputs = 32, kTileCodes = 64;   // codes per stage: two mma steps
+constexpr int kStages = 4;
+// blocks resident per SM: registers capped at 168 for a gate/up pair, 128 for one matrix (no spills)
+constexpr int blocks_per_sm(int mats) { return mats == 2 ? 3 : 4; }
+constexpr int kInputWords = kTileCodes / 4 + 4;   // a stage's int8 inputs per row, padded 16 bytes (banks)
 
 struct InputRows {
     const int8_t* values;
@@ -29,22 +36,64 @@ struct InputRows {
     int64_t padded, groups;
 };
 
+// How the weight codes can be copied: 16 bytes at a time when rows, blocks and base allow.
+struct CopyShape {
+    bool wide;
+    bool fold_per_stage;   // groups of a multiple of 64 codes: a stage's two steps share one group
+};
+
 __device__ inline void mma_u8s8(const uint32_t (&a)[4], const int (&b)[2], int (&c)[4]) {
     asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
                  : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
+// Asynchronous copies global -> shared; src_bytes 0 fills zeros without reading.
+__device__ inline void copy16(void* shared, const void* global, int src_bytes) {
+    const auto at = static_cast<uint32_t>(__cvta_generic_to_shared(shared));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(at), "l"(global), "r"(src_bytes) : "memory");
+}
+__device__ inline void copy4(void* shared, const void* global, int src_bytes) {
+    const auto at = static_cast<uint32_t>(__cvta_generic_to_shared(shared));
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(at), "l"(global), "r"(src_bytes) : "memory");
+}
+__device__ inline void commit_copies() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int Pending>
+__device__ inline void wait_copies() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(Pending) : "memory");
+}
+
+// One stage of the ring in shared memory.
 template <int Bits, int Mats>
-__global__ void __launch_bounds__(kThreads)
+struct alignas(16) Stage {
+    static constexpr int kWords = kTileCodes * Bits / 32;   // code words per row
+    static constexpr int kRowWords = kWords + 4;             // padded 16 bytes (banks)
+    uint32_t w[Mats][kTileRows][kRowWords];
+    int x[kTileInputs][kInputWords];
+    // [step]: the group of codes k0 + 32 * step. Weights: the aligned 32-bit word holding
+    // the bf16 scale (bias), the half chosen by the value's parity; bias 0 past a group's start.
+    uint32_t w_scale[Mats][kTileRows][2], w_bias[Mats][kTileRows][2];
+    float x_scale[kTileInputs][2], x_sum[kTileInputs][2];
+};
+
+// The bf16 value at index `at` of an array starting 4-byte aligned, from its aligned word.
+__device__ inline float bf16_in_word(uint32_t word, int64_t at) {
+    return detail::bf16_to_float(static_cast<uint16_t>(at % 2 ? word >> 16 : word & 0xffffu));
+}
+__device__ inline const uint32_t* word_of(const uint16_t* p) {
+    return reinterpret_cast<const uint32_t*>(reinterpret_cast<uintptr_t>(p) & ~uintptr_t{3});
+}
+
+template <int Bits, int Mats>
+__global__ void __launch_bounds__(kThreads, blocks_per_sm(Mats))
     gemm_tiles(DeviceMatrix w, ExpertBlocks blocks, int64_t pair_offset, InputRows x, RowGroups groups, float* __restrict__ y,
-               int mode) {
+               int mode, CopyShape shape) {
     detail::wait_for_inputs();
-    constexpr int kPlanes = 8 / Bits, kWords = kTileCodes * Bits / 32;   // code words per row per stage
+    using StageT = Stage<Bits, Mats>;
+    constexpr int kPlanes = 8 / Bits, kWords = StageT::kWords;
     constexpr uint32_t kMask = Bits == 8 ? 0xffffffffu : Bits == 4 ? 0x0f0f0f0fu : 0x03030303u;
-    __shared__ uint32_t ws[Mats][kTileRows][kWords + 1];
-    __shared__ int xs[kTileInputs][kTileCodes / 4 + 1];
-    __shared__ float w_scale[Mats][kTileRows][2], w_bias[Mats][kTileRows][2], x_scale[kTileInputs][2], x_sum[kTileInputs][2];
+    extern __shared__ __align__(16) unsigned char shared_bytes[];
+    auto* ring = reinterpret_cast<StageT*>(shared_bytes);
     __shared__ int64_t row_of[kTileInputs];
 
     // blockIdx.y: a tile of one problem's rows (tiles numbers them per problem)
@@ -73,49 +122,114 @@ __global__ void __launch_bounds__(kThreads)
         const int64_t idx = n0 + i;
         row_of[i] = idx < count ? (groups.order ? groups.order[begin + idx] : idx) : -1;
     }
+    __syncthreads();
+
+    // this thread's share of each stage's input copies: row tid / 4, 16 bytes at tid % 4
+    static_assert(kTileInputs * (kTileCodes / 16) == kThreads, "one 16-byte input copy per thread and stage");
+    const int x_row = tid / 4, x_part = tid % 4;
+    const int8_t* x_src = row_of[x_row] >= 0 ? x.values + (row_of[x_row] / groups.input_div) * x.padded + 16 * x_part : nullptr;
+    const int64_t codes = w.row_words * (32 / Bits), stages = (codes + kTileCodes - 1) / kTileCodes;
+
+    const auto load_stage = [&](int64_t s, StageT& st) {
+        const int64_t k0 = s * kTileCodes, word0 = k0 * Bits / 32;
+        if (shape.wide) {
+            constexpr int kChunks = kWords / 4;   // 16-byte chunks per row
+            for (int i = tid; i < Mats * kTileRows * kChunks; i += kThreads) {
+                const int mat = i / (kTileRows * kChunks), r = i / kChunks % kTileRows, c = i % kChunks;
+                const int64_t row = m0 + r, word = word0 + 4 * c;
+                const bool live = row < w.rows && word < w.row_words;
+                copy16(&st.w[mat][r][4 * c],
+                       live ? reinterpret_cast<const uint32_t*>(src[mat].data) + row * w.row_words + word : w.data, live ? 16 : 0);
+            }
+        } else {
+            for (int i = tid; i < Mats * kTileRows * kWords; i += kThreads) {
+                const int mat = i / (kTileRows * kWords), r = i / kWords % kTileRows, wd = i % kWords;
+                const int64_t row = m0 + r, word = word0 + wd;
+                const bool live = row < w.rows && word < w.row_words;
+                copy4(&st.w[mat][r][wd],
+                      live ? reinterpret_cast<const uint32_t*>(src[mat].data) + row * w.row_words + word : w.data, live ? 4 : 0);
+            }
+        }
+        const bool live = x_src && k0 + 16 * x_part < x.padded;
+        copy16(&st.x[x_row][4 * x_part], live ? x_src + k0 : x.values, live ? 16 : 0);
+        // scales: (mat, row, step) of the weights, then (input, step); one step per stage
+        // when its two steps share a group
+        const int steps = shape.fold_per_stage ? 1 : 2;
+        for (int i = tid; i < (Mats * kTileRows + kTileInputs) * steps; i += kThreads) {
+            const int step = i % steps, entry = i / steps;
+            const int64_t c = k0 + 32 * step, g = c / w.group_size;
+            const bool first = c % w.group_size == 0;
+            if (entry < Mats * kTileRows) {
+                const int mat = entry / kTileRows, r = entry % kTileRows;
+                const int64_t row = m0 + r;
+                const bool in = row < w.rows && c < codes;
+                copy4(&st.w_scale[mat][r][step], in ? word_of(src[mat].scales + row * w.groups + g) : w.data, in ? 4 : 0);
+                copy4(&st.w_bias[mat][r][step], in && first ? word_of(src[mat].biases + row * w.groups + g) : w.data,
+                      in && first ? 4 : 0);
+            } else {
+                const int n = entry - Mats * kTileRows;
+                const int64_t p = row_of[n], at = (p / groups.input_div) * x.groups + g;
+                const bool in = p >= 0 && c < codes;
+                copy4(&st.x_scale[n][step], in ? x.scales + at : x.scales, in ? 4 : 0);
+                copy4(&st.x_sum[n][step], in && first ? x.sums + at : x.sums, in && first ? 4 : 0);
+            }
+        }
+    };
+
+    // prologue: the first kStages - 1 stages in flight
+    for (int s = 0; s < kStages - 1; ++s) {
+        if (s < stages) load_stage(s, ring[s]);
+        commit_copies();
+    }
+
     float acc[Mats][2][2][4] = {};   // [matrix][m16 tile][n8 tile][fragment]
-    const int64_t codes = w.row_words * (32 / Bits);
-    for (int64_t k0 = 0; k0 < codes; k0 += kTileCodes) {
-        __syncthreads();
-        for (int i = tid; i < Mats * kTileRows * kWords; i += kThreads) {
-            const int mat = i / (kTileRows * kWords), r = i / kWords % kTileRows, wd = i % kWords;
-            const int64_t row = m0 + r, word = k0 * Bits / 32 + wd;
-            ws[mat][r][wd] = row < w.rows && word < w.row_words
-                                 ? __ldg(reinterpret_cast<const uint32_t*>(src[mat].data) + row * w.row_words + word)
-                                 : 0u;
-        }
-        for (int i = tid; i < Mats * kTileRows * 2; i += kThreads) {
-            const int mat = i / (kTileRows * 2), r = i / 2 % kTileRows, step = i % 2;
-            const int64_t row = m0 + r, c = k0 + 32 * step, g = c / w.group_size;
-            const bool live = row < w.rows && c < codes;
-            w_scale[mat][r][step] = live ? detail::bf16_to_float(__ldg(src[mat].scales + row * w.groups + g)) : 0.0f;
-            w_bias[mat][r][step] = live && c % w.group_size == 0 ? detail::bf16_to_float(__ldg(src[mat].biases + row * w.groups + g)) : 0.0f;
-        }
-        __syncthreads();   // row_of ready (first stage)
-        for (int i = tid; i < kTileInputs * (kTileCodes / 4); i += kThreads) {
-            const int n = i / (kTileCodes / 4), q = i % (kTileCodes / 4);
-            const int64_t p = row_of[n];
-            xs[n][q] = p >= 0 && k0 + 4 * q < x.padded
-                           ? __ldg(reinterpret_cast<const int*>(x.values + (p / groups.input_div) * x.padded + k0) + q)
-                           : 0;
-        }
-        for (int i = tid; i < kTileInputs * 2; i += kThreads) {
-            const int n = i / 2, step = i % 2;
-            const int64_t p = row_of[n], c = k0 + 32 * step, g = c / w.group_size;
-            const bool live = p >= 0 && c < codes;
-            const int64_t at = (p / groups.input_div) * x.groups + g;
-            x_scale[n][step] = live ? __ldg(x.scales + at) : 0.0f;
-            x_sum[n][step] = live && c % w.group_size == 0 ? __ldg(x.sums + at) : 0.0f;
-        }
-        __syncthreads();
+    int sums[Mats][2][2][4] = {};    // integer sums of the current group
+    const auto fold = [&](const StageT& st, int64_t k0, int step) {
+        const int64_t g = (k0 + 32 * step) / w.group_size;
+        float xs[2][2], xb[2][2];
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+            for (int f = 0; f < 2; ++f) {
+                const int n = (warp / 2) * 16 + nt * 8 + tig * 2 + f;
+                xs[nt][f] = st.x_scale[n][step];
+                xb[nt][f] = st.x_sum[n][step];
+            }
+#pragma unroll
+        for (int mat = 0; mat < Mats; ++mat)
+#pragma unroll
+            for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const int r = (warp % 2) * 32 + mt * 16 + gid + h * 8;
+                    const int64_t at = (m0 + r) * w.groups + g;
+                    const float ws = bf16_in_word(st.w_scale[mat][r][step], at), wb = bf16_in_word(st.w_bias[mat][r][step], at);
+#pragma unroll
+                    for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+                        for (int f = 0; f < 2; ++f) {
+                            float& a = acc[mat][mt][nt][2 * h + f];
+                            a = fmaf(ws * xs[nt][f], static_cast<float>(sums[mat][mt][nt][2 * h + f]), fmaf(wb, xb[nt][f], a));
+                            sums[mat][mt][nt][2 * h + f] = 0;
+                        }
+                }
+    };
+
+    for (int64_t s = 0; s < stages; ++s) {
+        wait_copies<kStages - 2>();
+        __syncthreads();   // stage s is in shared memory; every thread is done with stage s - 1
+        const int64_t ahead = s + kStages - 1;
+        if (ahead < stages) load_stage(ahead, ring[ahead % kStages]);
+        commit_copies();
+        const StageT& st = ring[s % kStages];
 #pragma unroll
         for (int step = 0; step < 2; ++step) {
             int b[2][2];
 #pragma unroll
             for (int nt = 0; nt < 2; ++nt) {
                 const int n = (warp / 2) * 16 + nt * 8 + gid;
-                b[nt][0] = xs[n][step * 8 + tig];
-                b[nt][1] = xs[n][step * 8 + 4 + tig];
+                b[nt][0] = st.x[n][step * 8 + tig];
+                b[nt][1] = st.x[n][step * 8 + 4 + tig];
             }
 #pragma unroll
             for (int mat = 0; mat < Mats; ++mat)
@@ -127,24 +241,17 @@ __global__ void __launch_bounds__(kThreads)
                     for (int half = 0; half < 2; ++half) {
                         const int quad = half * 4 + tig, word = step * Bits + quad / kPlanes;
                         const int shift = Bits * (quad % kPlanes);
-                        a[2 * half] = (ws[mat][r][word] >> shift) & kMask;
-                        a[2 * half + 1] = (ws[mat][r + 8][word] >> shift) & kMask;
+                        a[2 * half] = (st.w[mat][r][word] >> shift) & kMask;
+                        a[2 * half + 1] = (st.w[mat][r + 8][word] >> shift) & kMask;
                     }
 #pragma unroll
-                    for (int nt = 0; nt < 2; ++nt) {
-                        int c[4] = {0, 0, 0, 0};
-                        mma_u8s8(a, b[nt], c);
-                        const int n = (warp / 2) * 16 + nt * 8 + tig * 2;
-#pragma unroll
-                        for (int f = 0; f < 4; ++f) {
-                            const int rr = r + (f / 2) * 8, nn = n + f % 2;
-                            acc[mat][mt][nt][f] = fmaf(w_scale[mat][rr][step] * x_scale[nn][step], static_cast<float>(c[f]),
-                                                       fmaf(w_bias[mat][rr][step], x_sum[nn][step], acc[mat][mt][nt][f]));
-                        }
-                    }
+                    for (int nt = 0; nt < 2; ++nt) mma_u8s8(a, b[nt], sums[mat][mt][nt]);
                 }
+            if (!shape.fold_per_stage) fold(st, s * kTileCodes, step);
         }
+        if (shape.fold_per_stage) fold(st, s * kTileCodes, 0);
     }
+    wait_copies<0>();
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
@@ -165,6 +272,18 @@ __global__ void __launch_bounds__(kThreads)
             }
 }
 
+template <int Bits, int Mats>
+void launch_tiles(dim3 grid, cudaStream_t stream, const DeviceMatrix& w, const ExpertBlocks& blocks, int64_t pair_offset,
+                  const InputRows& in, const RowGroups& groups, float* y, int mode, CopyShape shape) {
+    constexpr size_t kShared = kStages * sizeof(Stage<Bits, Mats>);
+    if constexpr (kShared > 48 * 1024) {
+        static const cudaError_t allowed =
+            cudaFuncSetAttribute(gemm_tiles<Bits, Mats>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kShared));
+        check_cuda(allowed, "gemm: shared memory");
+    }
+    detail::launch(gemm_tiles<Bits, Mats>, grid, kThreads, kShared, stream, w, blocks, pair_offset, in, groups, y, mode, shape);
+}
+
 template <int Mats>
 void launch(const DeviceMatrix& w, const ExpertBlocks& blocks, int64_t pair_offset, const QuantizedInput& x,
             const RowGroups& groups, float* y, int mode, cudaStream_t stream) {
@@ -173,10 +292,16 @@ void launch(const DeviceMatrix& w, const ExpertBlocks& blocks, int64_t pair_offs
     const int64_t tiles = (groups.count + kTileInputs - 1) / kTileInputs +
                           (groups.order ? std::min(groups.problems, groups.count) : 0);
     const dim3 grid(static_cast<unsigned>((w.rows + kTileRows - 1) / kTileRows), static_cast<unsigned>(tiles));
+    const bool wide = reinterpret_cast<uintptr_t>(w.data) % 16 == 0 && w.row_words % 4 == 0 && pair_offset % 16 == 0 &&
+                      blocks.stride % 16 == 0;
+    const CopyShape shape{wide, w.group_size % kTileCodes == 0};
+    if (reinterpret_cast<uintptr_t>(w.scales) % 4 || reinterpret_cast<uintptr_t>(w.biases) % 4 || pair_offset % 4 ||
+        blocks.stride % 4)
+        fail("gemm: scales and biases not 4-byte aligned");
     switch (w.bits) {
-        case 2: detail::launch(gemm_tiles<2, Mats>, grid, kThreads, 0, stream, w, blocks, pair_offset, in, groups, y, mode); break;
-        case 4: detail::launch(gemm_tiles<4, Mats>, grid, kThreads, 0, stream, w, blocks, pair_offset, in, groups, y, mode); break;
-        case 8: detail::launch(gemm_tiles<8, Mats>, grid, kThreads, 0, stream, w, blocks, pair_offset, in, groups, y, mode); break;
+        case 2: launch_tiles<2, Mats>(grid, stream, w, blocks, pair_offset, in, groups, y, mode, shape); break;
+        case 4: launch_tiles<4, Mats>(grid, stream, w, blocks, pair_offset, in, groups, y, mode, shape); break;
+        case 8: launch_tiles<8, Mats>(grid, stream, w, blocks, pair_offset, in, groups, y, mode, shape); break;
         default: fail("gemm: affine weights of ", w.bits, " bits");
     }
     check_launch("gemm");
@@ -231,6 +356,11 @@ void check_groups(const RowGroups& groups, const char* what) {
         fail(what, ": ", groups.count, " rows of ", groups.problems, " problems in one launch");
 }
 
+// An mma step takes 32 codes of one group.
+void check_group_size(const DeviceMatrix& w, const char* what) {
+    if (w.group_size <= 0 || w.group_size % 32 != 0) fail(what, ": groups of ", w.group_size, " codes (expected a multiple of 32)");
+}
+
 }  // namespace
 
 void gemm(const DeviceMatrix& w, const ExpertBlocks& blocks, const QuantizedInput& x, const RowGroups& groups, float* y,
@@ -240,6 +370,7 @@ void gemm(const DeviceMatrix& w, const ExpertBlocks& blocks, const QuantizedInpu
     if (x.bits != w.bits || x.group_size != w.group_size || x.cols != w.cols)
         fail("gemm: ", w.bits, "-bit weights (group ", w.group_size, ", ", w.cols, " columns) need their input quantised for them");
     check_groups(groups, "gemm");
+    check_group_size(w, "gemm");
     launch<1>(w, blocks, 0, x, groups, y, output == GemvOutput::add ? 1 : 0, stream);
 }
 
@@ -254,6 +385,7 @@ void gemm_swiglu(const DeviceMatrix& gate, const DeviceMatrix& up, const ExpertB
     if (x.bits != gate.bits || x.group_size != gate.group_size || x.cols != gate.cols)
         fail("gemm_swiglu: the input is not quantised for the weights");
     check_groups(groups, "gemm_swiglu");
+    check_group_size(gate, "gemm_swiglu");
     const int64_t pair_offset = static_cast<const char*>(up.data) - static_cast<const char*>(gate.data);
     launch<2>(gate, blocks, pair_offset, x, groups, act, 0, stream);
 }

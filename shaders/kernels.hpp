@@ -153,6 +153,15 @@ void attention(const float* q, const float* k_cache, const float* v_cache, float
                int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t window, int64_t context, float* workspace,
                cudaStream_t stream);
 
+// The same attention for a prompt batch on the tensor cores (flash attention): q, k and v
+// rounded to fp16, float32 sums and softmax; within about 1e-3 relative of attention().
+// Takes head_dim 32, 64 or 128 and at most 64 query heads per kv head
+// (prompt_attention_supports); no workspace.
+bool prompt_attention_supports(int64_t heads, int64_t kv_heads, int64_t head_dim);
+void prompt_attention(const float* q, const float* k_cache, const float* v_cache, float* out, int64_t n,
+                      const int32_t* positions, int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t window,
+                      cudaStream_t stream);
+
 // How route() weighs the chosen experts (RoutingFunction's softmax_topk and topk_softmax).
 enum class RouteFunction : int { softmax_topk, topk_softmax };
 

@@ -36,7 +36,7 @@ private:
     // Prompts in batches of up to PromptState::rows tokens (gpu_prompt.cpp); null when the
     // experts are not affine (tensor-core products need codes), prompts then run token by token.
     struct PromptState {
-        int64_t rows = 0, attention_rows = 0;   // batch rows; rows per attention launch
+        int64_t rows = 0, attention_rows = 0;   // batch rows; rows per split-attention launch (0: prompt_attention)
         DeviceMemory floats, ints, workspace, all_logits;
         PinnedMemory io_host;                   // tokens [rows], then positions [rows]
         // [rows, H] x, h; [rows, q_dim] q, attn; [rows, kv_dim] k, v; [rows, E] router logits;

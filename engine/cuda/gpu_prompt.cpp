@@ -44,9 +44,11 @@ void GpuDecoder::allocate_prompt() {
     p->tiles = p->order + R * K;
     if (streaming_) p->ids_host = PinnedMemory(static_cast<size_t>(R * K) * sizeof(int32_t), "prompt routing (host)");
     p->io_host = PinnedMemory(static_cast<size_t>(2 * R) * sizeof(int32_t), "prompt tokens (host)");
-    const size_t per_row = attention_workspace_bytes(1, c_.num_heads, c_.head_dim, ctx_.kv.context());
-    p->attention_rows = std::clamp<int64_t>(static_cast<int64_t>(kAttentionWorkspace / per_row), 1, R);
-    p->workspace = DeviceMemory(per_row * static_cast<size_t>(p->attention_rows), "prompt attention workspace");
+    if (!prompt_attention_supports(c_.num_heads, c_.num_kv_heads, c_.head_dim)) {   // the split attention's partial sums
+        const size_t per_row = attention_workspace_bytes(1, c_.num_heads, c_.head_dim, ctx_.kv.context());
+        p->attention_rows = std::clamp<int64_t>(static_cast<int64_t>(kAttentionWorkspace / per_row), 1, R);
+        p->workspace = DeviceMemory(per_row * static_cast<size_t>(p->attention_rows), "prompt attention workspace");
+    }
 
     p->h_in = VectorInput(p->h, R, H);
     p->attn_in = VectorInput(p->attn, R, q_dim_);
@@ -117,9 +119,12 @@ void GpuDecoder::run_batch(std::span<const int32_t> tokens, int64_t position, bo
         attention_prologue(p.q, p.k, p.v, n, c_.num_heads, c_.num_kv_heads, D, per_head ? l.q_norm : nullptr,
                            per_head ? l.k_norm : nullptr, eps_, rope_, p.positions, kc, vc, stream_);
         const int64_t window = c_.layers[static_cast<size_t>(layer)].attention == AttentionKind::sliding ? c_.sliding_window : 0;
-        for (int64_t r = 0; r < n; r += p.attention_rows)
-            attention(p.q + r * q_dim_, kc, vc, p.attn + r * q_dim_, std::min(p.attention_rows, n - r), p.positions + r,
-                      c_.num_heads, c_.num_kv_heads, D, window, ctx_.kv.context(), p.workspace.get<float>(), stream_);
+        if (prompt_attention_supports(c_.num_heads, c_.num_kv_heads, D))
+            prompt_attention(p.q, kc, vc, p.attn, n, p.positions, c_.num_heads, c_.num_kv_heads, D, window, stream_);
+        else
+            for (int64_t r = 0; r < n; r += p.attention_rows)
+                attention(p.q + r * q_dim_, kc, vc, p.attn + r * q_dim_, std::min(p.attention_rows, n - r), p.positions + r,
+                          c_.num_heads, c_.num_kv_heads, D, window, ctx_.kv.context(), p.workspace.get<float>(), stream_);
         p.attn_in.changed();
         rows_product(l.o, p.attn_in, n, p.x, GemvOutput::add);
         p.h_in.normalize(p.x, l.post_norm, eps_, stream_, n);

@@ -2,7 +2,8 @@
 // 128 experts of 768, top 8, 32 query and 4 kv heads of 128): the tensor-core products of a
 // batch of n tokens — a dense 8-bit matrix (attn_q 4096 x 2048) and the routed experts
 // grouped by expert (4-bit gate+up with SwiGLU, then down), the grouping and the weighted
-// sum — and attention of the batch over as many cached positions. Prints microseconds per
+// sum — and attention of the batch over as many cached positions (split float32 kernel and
+// the tensor-core prompt kernel). Prints microseconds per
 // call and tera-operations per second of the products (2 x rows x cols x inputs). For
 // benchmarks only.
 #include <CLI/CLI.hpp>
@@ -119,6 +120,9 @@ int main(int argc, char** argv) try {
         const double ops = 4.0 * static_cast<double>(heads * D) * static_cast<double>(n) * static_cast<double>(n) / 2;
         print_row("attention (causal)", n, time_per_call(reps, false, [&](cudaStream_t s) {
                       attention(x, kc, vc, out, n, pos, heads, kv_heads, D, 0, n, workspace, s);
+                  }), ops);
+        print_row("prompt_attention (causal)", n, time_per_call(reps, false, [&](cudaStream_t s) {
+                      prompt_attention(x, kc, vc, out, n, pos, heads, kv_heads, D, 0, s);
                   }), ops);
     }
     for (void* p : allocations) cudaFree(p);

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -592,6 +593,7 @@ TEST(CudaBlocks, RmsNormQuantizedEqualsNormThenQuantize) {
 double relative_max_error(const std::vector<float>& a, const std::vector<float>& b) {
     double err = 0, scale = 0;
     for (size_t i = 0; i < a.size(); ++i) {
+        if (!std::isfinite(a[i])) return INFINITY;   // poison left in place, or a NaN computed
         err = std::max(err, std::abs(static_cast<double>(a[i]) - b[i]));
         scale = std::max(scale, std::abs(static_cast<double>(b[i])));
     }
@@ -700,6 +702,52 @@ TEST(CudaBlocks, AttentionMatchesTheCpu) {
                 EXPECT_LE(relative_max_error(out.read<float>(), want), 1e-5)
                     << "head_dim " << head_dim << " heads " << heads << "/" << kv_heads << " window " << window << " n " << n;
             }
+}
+
+TEST(CudaBlocks, PromptAttentionOnTensorCoresMatchesTheCpu) {
+    ASSERT_TRUE(have_gpu());
+    std::mt19937 rng(19);
+    engine::ThreadPool pool(2);
+    double worst = 0;
+    for (int64_t head_dim : {32, 64, 128})
+        for (int64_t window : {0, 7, 40})
+            for (int64_t n : {1, 11, 40, 130})
+                for (const auto& [heads, kv_heads] : {std::pair<int64_t, int64_t>{8, 2}, {32, 4}, {12, 1}, {5, 5}, {64, 1}}) {
+                    ASSERT_TRUE(prompt_attention_supports(heads, kv_heads, head_dim));
+                    const int64_t position0 = 37 + 29 * n, positions = position0 + n;
+                    const auto q = random_floats(rng, static_cast<size_t>(n * heads * head_dim), 1.0f);
+                    const auto k = random_floats(rng, static_cast<size_t>(positions * kv_heads * head_dim), 1.0f);
+                    const auto v = random_floats(rng, static_cast<size_t>(positions * kv_heads * head_dim), 1.0f);
+                    std::vector<float> want(q.size());
+                    engine::attention(pool, q.data(), k.data(), v.data(), want.data(), n, position0, heads, kv_heads, head_dim,
+                                      window);
+                    // cached positions past the rows' own must not be read
+                    auto k_ctx = k, v_ctx = v;
+                    k_ctx.resize(static_cast<size_t>((positions + 70) * kv_heads * head_dim), std::nanf(""));
+                    v_ctx.resize(k_ctx.size(), std::nanf(""));
+                    DeviceBuffer q_dev(q), k_dev(k_ctx), v_dev(v_ctx), out(q.size() * sizeof(float));
+                    const DeviceBuffer pos = positions_from(position0, n);
+                    prompt_attention(q_dev.as<float>(), k_dev.as<float>(), v_dev.as<float>(), out.as<float>(), n,
+                                     pos.as<int32_t>(), heads, kv_heads, head_dim, window, nullptr);
+                    const double err = relative_max_error(out.read<float>(), want);
+                    worst = std::max(worst, err);
+                    EXPECT_LE(err, 2e-3) << "head_dim " << head_dim << " heads " << heads << "/" << kv_heads << " window "
+                                         << window << " n " << n;
+                }
+    std::printf("prompt attention (fp16 tensor cores): worst relative error %.2e\n", worst);
+}
+
+TEST(CudaBlocks, PromptAttentionRefusesShapesItDoesNotTake) {
+    ASSERT_TRUE(have_gpu());
+    EXPECT_FALSE(prompt_attention_supports(8, 2, 256));
+    EXPECT_FALSE(prompt_attention_supports(8, 2, 20));
+    EXPECT_FALSE(prompt_attention_supports(128, 1, 64));   // 128 heads per kv head: more than a block's rows
+    EXPECT_FALSE(prompt_attention_supports(8, 3, 64));
+    DeviceBuffer q(sizeof(float) * 8 * 256), kv(sizeof(float) * 8 * 256), out(sizeof(float) * 8 * 256);
+    const DeviceBuffer pos = positions_from(0, 1);
+    EXPECT_THROW(prompt_attention(q.as<float>(), kv.as<float>(), kv.as<float>(), out.as<float>(), 1, pos.as<int32_t>(), 8, 2,
+                                  256, 0, nullptr),
+                 moepack::Error);
 }
 
 TEST(CudaBlocks, EmbeddingRowsDecodeLikeTheCpu) {
