@@ -6,10 +6,11 @@
 // grouped: problem e (an expert) reads expert e's matrix (ExpertBlocks) and the rows of X
 // its row list names (RowGroups); a block takes one tile of one problem's rows, so a layer's
 // routed experts are one launch whatever the routing, its grid as large as the rows need.
-// Block tile 64 weight rows x 32 input rows, 4 warps of 32 x 16. The codes, inputs, scales
-// and group sums of 64 columns at a time go through a ring of kStages shared-memory stages
-// filled by cp.async, so that the loads of later stages are in flight while a stage is
-// multiplied.
+// Block tile 64 weight rows x 32 input rows, 4 warps of 32 x 16. The codes and inputs of
+// 128 columns at a time go through a ring of kStages shared-memory stages filled by cp.async,
+// so that the loads of later stages are in flight while a stage is multiplied; the scales,
+// biases and group sums of 16 groups at a time (each row's run read whole) go through two
+// windows, loaded with the stage where they start.
 // Modes: store, add to Y, or SwiGLU of a gate/up pair (two matrices, one tile each).
 // CPU reference: the int8 kernels of engine/cpu/matmul*.cpp (the same integer sums).
 #include <algorithm>
@@ -23,8 +24,9 @@ namespace moepack::cuda {
 namespace {
 
 constexpr int kThreads = 128;
-constexpr int kTileRows = 64, kTileInputs = 32, kTileCodes = 64;   // codes per stage: two mma steps
-constexpr int kStages = 4;
+constexpr int kTileRows = 64, kTileInputs = 32, kTileCodes = 128;   // codes per stage
+constexpr int kSteps = kTileCodes / 32;                              // mma steps per stage
+constexpr int kStages = 3;
 // blocks resident per SM: registers capped at 168 for a gate/up pair, 128 for one matrix (no spills)
 constexpr int blocks_per_sm(int mats) { return mats == 2 ? 3 : 4; }
 constexpr int kInputWords = kTileCodes / 4 + 4;   // a stage's int8 inputs per row, padded 16 bytes (banks)
@@ -39,7 +41,7 @@ struct InputRows {
 // How the weight codes can be copied: 16 bytes at a time when rows, blocks and base allow.
 struct CopyShape {
     bool wide;
-    bool fold_per_stage;   // groups of a multiple of 64 codes: a stage's two steps share one group
+    int fold_steps;   // mma steps of 32 codes per weight group (1, 2 or 4: groups of 32, 64, 128)
 };
 
 __device__ inline void mma_u8s8(const uint32_t (&a)[4], const int (&b)[2], int (&c)[4]) {
@@ -70,18 +72,23 @@ struct alignas(16) Stage {
     static constexpr int kRowWords = kWords + 4;             // padded 16 bytes (banks)
     uint32_t w[Mats][kTileRows][kRowWords];
     int x[kTileInputs][kInputWords];
-    // [step]: the group of codes k0 + 32 * step. Weights: the aligned 32-bit word holding
-    // the bf16 scale (bias), the half chosen by the value's parity; bias 0 past a group's start.
-    uint32_t w_scale[Mats][kTileRows][2], w_bias[Mats][kTileRows][2];
-    float x_scale[kTileInputs][2], x_sum[kTileInputs][2];
 };
 
-// The bf16 value at index `at` of an array starting 4-byte aligned, from its aligned word.
-__device__ inline float bf16_in_word(uint32_t word, int64_t at) {
-    return detail::bf16_to_float(static_cast<uint16_t>(at % 2 ? word >> 16 : word & 0xffffu));
-}
-__device__ inline const uint32_t* word_of(const uint16_t* p) {
-    return reinterpret_cast<const uint32_t*>(reinterpret_cast<uintptr_t>(p) & ~uintptr_t{3});
+// The scales of kWindowGroups groups from group window * kWindowGroups on. Weights: each
+// row's bf16 scales (biases) as the aligned 32-bit words covering them, the first value in
+// the high half of word 0 when the row's first index is odd.
+constexpr int kWindowGroups = 16;
+template <int Mats>
+struct alignas(16) ScaleWindow {
+    static constexpr int kWords = kWindowGroups / 2 + 1;
+    uint32_t w_scale[Mats][kTileRows][kWords], w_bias[Mats][kTileRows][kWords];
+    float x_scale[kTileInputs][kWindowGroups + 1], x_sum[kTileInputs][kWindowGroups + 1];   // padded (banks)
+};
+
+// The bf16 value of an array starting 4-byte aligned, from its aligned word: the high half
+// at an odd index.
+__device__ inline float bf16_in_word(uint32_t word, bool odd) {
+    return detail::bf16_to_float(static_cast<uint16_t>(odd ? word >> 16 : word & 0xffffu));
 }
 
 template <int Bits, int Mats>
@@ -90,10 +97,12 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(Mats))
                int mode, CopyShape shape) {
     detail::wait_for_inputs();
     using StageT = Stage<Bits, Mats>;
+    using Window = ScaleWindow<Mats>;
     constexpr int kPlanes = 8 / Bits, kWords = StageT::kWords;
     constexpr uint32_t kMask = Bits == 8 ? 0xffffffffu : Bits == 4 ? 0x0f0f0f0fu : 0x03030303u;
     extern __shared__ __align__(16) unsigned char shared_bytes[];
     auto* ring = reinterpret_cast<StageT*>(shared_bytes);
+    auto* windows = reinterpret_cast<Window*>(shared_bytes + kStages * sizeof(StageT));   // [2]
     __shared__ int64_t row_of[kTileInputs];
 
     // blockIdx.y: a tile of one problem's rows (tiles numbers them per problem)
@@ -124,12 +133,39 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(Mats))
     }
     __syncthreads();
 
-    // this thread's share of each stage's input copies: row tid / 4, 16 bytes at tid % 4
-    static_assert(kTileInputs * (kTileCodes / 16) == kThreads, "one 16-byte input copy per thread and stage");
-    const int x_row = tid / 4, x_part = tid % 4;
-    const int8_t* x_src = row_of[x_row] >= 0 ? x.values + (row_of[x_row] / groups.input_div) * x.padded + 16 * x_part : nullptr;
+    // this thread's share of each stage's input copies: 16 bytes at part of row n, for i = tid + j * kThreads
+    constexpr int kInputParts = kTileCodes / 16, kInputCopies = kTileInputs * kInputParts / kThreads;
+    static_assert(kTileInputs * kInputParts % kThreads == 0, "input copies spread evenly over the threads");
+    const int8_t* x_src[kInputCopies];
+#pragma unroll
+    for (int j = 0; j < kInputCopies; ++j) {
+        const int i = tid + j * kThreads, n = i / kInputParts;
+        x_src[j] = row_of[n] >= 0 ? x.values + (row_of[n] / groups.input_div) * x.padded + 16 * (i % kInputParts) : nullptr;
+    }
     const int64_t codes = w.row_words * (32 / Bits), stages = (codes + kTileCodes - 1) / kTileCodes;
 
+    // the scales of window wi into windows[wi % 2]
+    const int64_t scale_count = w.rows * w.groups;   // values per scale (bias) array
+    const auto load_window = [&](int64_t wi) {
+        Window& win = windows[wi % 2];
+        const int64_t g0 = wi * kWindowGroups, count = min(int64_t{kWindowGroups}, w.groups - g0);
+        for (int i = tid; i < Mats * kTileRows * Window::kWords; i += kThreads) {
+            const int mat = i / (kTileRows * Window::kWords), r = i / Window::kWords % kTileRows, wd = i % Window::kWords;
+            const int64_t row = m0 + r, first = row * w.groups + g0, at = first / 2 * 2 + 2 * wd;   // the word's first value
+            // bytes of the word within the row's run and the array
+            const int64_t end = min(first + count, scale_count);
+            const int bytes = row < w.rows && at < end ? static_cast<int>(min(int64_t{2}, end - at)) * 2 : 0;
+            copy4(&win.w_scale[mat][r][wd], bytes ? src[mat].scales + at : w.scales, bytes);
+            copy4(&win.w_bias[mat][r][wd], bytes ? src[mat].biases + at : w.biases, bytes);
+        }
+        for (int i = tid; i < kTileInputs * kWindowGroups; i += kThreads) {
+            const int n = i / kWindowGroups, j = i % kWindowGroups;
+            const int64_t p = row_of[n], at = (p / groups.input_div) * x.groups + g0 + j;
+            const bool in = p >= 0 && j < count;
+            copy4(&win.x_scale[n][j], in ? x.scales + at : x.scales, in ? 4 : 0);
+            copy4(&win.x_sum[n][j], in ? x.sums + at : x.sums, in ? 4 : 0);
+        }
+    };
     const auto load_stage = [&](int64_t s, StageT& st) {
         const int64_t k0 = s * kTileCodes, word0 = k0 * Bits / 32;
         if (shape.wide) {
@@ -150,30 +186,13 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(Mats))
                       live ? reinterpret_cast<const uint32_t*>(src[mat].data) + row * w.row_words + word : w.data, live ? 4 : 0);
             }
         }
-        const bool live = x_src && k0 + 16 * x_part < x.padded;
-        copy16(&st.x[x_row][4 * x_part], live ? x_src + k0 : x.values, live ? 16 : 0);
-        // scales: (mat, row, step) of the weights, then (input, step); one step per stage
-        // when its two steps share a group
-        const int steps = shape.fold_per_stage ? 1 : 2;
-        for (int i = tid; i < (Mats * kTileRows + kTileInputs) * steps; i += kThreads) {
-            const int step = i % steps, entry = i / steps;
-            const int64_t c = k0 + 32 * step, g = c / w.group_size;
-            const bool first = c % w.group_size == 0;
-            if (entry < Mats * kTileRows) {
-                const int mat = entry / kTileRows, r = entry % kTileRows;
-                const int64_t row = m0 + r;
-                const bool in = row < w.rows && c < codes;
-                copy4(&st.w_scale[mat][r][step], in ? word_of(src[mat].scales + row * w.groups + g) : w.data, in ? 4 : 0);
-                copy4(&st.w_bias[mat][r][step], in && first ? word_of(src[mat].biases + row * w.groups + g) : w.data,
-                      in && first ? 4 : 0);
-            } else {
-                const int n = entry - Mats * kTileRows;
-                const int64_t p = row_of[n], at = (p / groups.input_div) * x.groups + g;
-                const bool in = p >= 0 && c < codes;
-                copy4(&st.x_scale[n][step], in ? x.scales + at : x.scales, in ? 4 : 0);
-                copy4(&st.x_sum[n][step], in && first ? x.sums + at : x.sums, in && first ? 4 : 0);
-            }
+#pragma unroll
+        for (int j = 0; j < kInputCopies; ++j) {
+            const int i = tid + j * kThreads, part = i % kInputParts;
+            const bool live = x_src[j] && k0 + 16 * part < x.padded;
+            copy16(&st.x[i / kInputParts][4 * part], live ? x_src[j] + k0 : x.values, live ? 16 : 0);
         }
+        if (k0 % (kWindowGroups * w.group_size) == 0) load_window(k0 / (kWindowGroups * w.group_size));
     };
 
     // prologue: the first kStages - 1 stages in flight
@@ -182,18 +201,27 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(Mats))
         commit_copies();
     }
 
+    // the parity of this thread's weight rows' first scale index (row * groups): a window's
+    // values start in the high half of its first word when odd (windows start at even groups)
+    int row_odd[2][2];
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) row_odd[mt][h] = static_cast<int>((m0 + (warp % 2) * 32 + mt * 16 + gid + h * 8) & w.groups & 1);
     float acc[Mats][2][2][4] = {};   // [matrix][m16 tile][n8 tile][fragment]
     int sums[Mats][2][2][4] = {};    // integer sums of the current group
-    const auto fold = [&](const StageT& st, int64_t k0, int step) {
-        const int64_t g = (k0 + 32 * step) / w.group_size;
+    // the integer sums of group g into acc: scale_w * scale_x * sum + bias_w * sum(x)
+    const auto fold = [&](int64_t g) {
+        const Window& win = windows[g / kWindowGroups % 2];
+        const int j = static_cast<int>(g % kWindowGroups);
         float xs[2][2], xb[2][2];
 #pragma unroll
         for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
             for (int f = 0; f < 2; ++f) {
                 const int n = (warp / 2) * 16 + nt * 8 + tig * 2 + f;
-                xs[nt][f] = st.x_scale[n][step];
-                xb[nt][f] = st.x_sum[n][step];
+                xs[nt][f] = win.x_scale[n][j];
+                xb[nt][f] = win.x_sum[n][j];
             }
 #pragma unroll
         for (int mat = 0; mat < Mats; ++mat)
@@ -202,8 +230,9 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(Mats))
 #pragma unroll
                 for (int h = 0; h < 2; ++h) {
                     const int r = (warp % 2) * 32 + mt * 16 + gid + h * 8;
-                    const int64_t at = (m0 + r) * w.groups + g;
-                    const float ws = bf16_in_word(st.w_scale[mat][r][step], at), wb = bf16_in_word(st.w_bias[mat][r][step], at);
+                    const int at = row_odd[mt][h] + j;   // the value's half-word in the row's run
+                    const float ws = bf16_in_word(win.w_scale[mat][r][at / 2], at % 2 != 0);
+                    const float wb = bf16_in_word(win.w_bias[mat][r][at / 2], at % 2 != 0);
 #pragma unroll
                     for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
@@ -223,7 +252,7 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(Mats))
         commit_copies();
         const StageT& st = ring[s % kStages];
 #pragma unroll
-        for (int step = 0; step < 2; ++step) {
+        for (int step = 0; step < kSteps; ++step) {
             int b[2][2];
 #pragma unroll
             for (int nt = 0; nt < 2; ++nt) {
@@ -247,9 +276,8 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(Mats))
 #pragma unroll
                     for (int nt = 0; nt < 2; ++nt) mma_u8s8(a, b[nt], sums[mat][mt][nt]);
                 }
-            if (!shape.fold_per_stage) fold(st, s * kTileCodes, step);
+            if ((step + 1) % shape.fold_steps == 0) fold((s * kTileCodes + 32 * step) / w.group_size);
         }
-        if (shape.fold_per_stage) fold(st, s * kTileCodes, 0);
     }
     wait_copies<0>();
 #pragma unroll
@@ -275,7 +303,7 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(Mats))
 template <int Bits, int Mats>
 void launch_tiles(dim3 grid, cudaStream_t stream, const DeviceMatrix& w, const ExpertBlocks& blocks, int64_t pair_offset,
                   const InputRows& in, const RowGroups& groups, float* y, int mode, CopyShape shape) {
-    constexpr size_t kShared = kStages * sizeof(Stage<Bits, Mats>);
+    constexpr size_t kShared = kStages * sizeof(Stage<Bits, Mats>) + 2 * sizeof(ScaleWindow<Mats>);
     if constexpr (kShared > 48 * 1024) {
         static const cudaError_t allowed =
             cudaFuncSetAttribute(gemm_tiles<Bits, Mats>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kShared));
@@ -294,7 +322,7 @@ void launch(const DeviceMatrix& w, const ExpertBlocks& blocks, int64_t pair_offs
     const dim3 grid(static_cast<unsigned>((w.rows + kTileRows - 1) / kTileRows), static_cast<unsigned>(tiles));
     const bool wide = reinterpret_cast<uintptr_t>(w.data) % 16 == 0 && w.row_words % 4 == 0 && pair_offset % 16 == 0 &&
                       blocks.stride % 16 == 0;
-    const CopyShape shape{wide, w.group_size % kTileCodes == 0};
+    const CopyShape shape{wide, std::min(w.group_size, kTileCodes) / 32};
     if (reinterpret_cast<uintptr_t>(w.scales) % 4 || reinterpret_cast<uintptr_t>(w.biases) % 4 || pair_offset % 4 ||
         blocks.stride % 4)
         fail("gemm: scales and biases not 4-byte aligned");
@@ -356,9 +384,10 @@ void check_groups(const RowGroups& groups, const char* what) {
         fail(what, ": ", groups.count, " rows of ", groups.problems, " problems in one launch");
 }
 
-// An mma step takes 32 codes of one group.
+// An mma step takes 32 codes of one group; a stage's steps fold whole groups.
 void check_group_size(const DeviceMatrix& w, const char* what) {
-    if (w.group_size <= 0 || w.group_size % 32 != 0) fail(what, ": groups of ", w.group_size, " codes (expected a multiple of 32)");
+    if (w.group_size <= 0 || w.group_size % 32 != 0 || (kTileCodes % w.group_size != 0 && w.group_size % kTileCodes != 0))
+        fail(what, ": groups of ", w.group_size, " codes (expected 32, 64 or a multiple of ", kTileCodes, ")");
 }
 
 }  // namespace
