@@ -4,7 +4,8 @@
 // group of query heads sharing it, chunk) stages the chunk's keys in shared memory, scores
 // every query head of the group against them, and writes the chunk's softmax statistics
 // (running max, sum of exponentials) and weighted sum of values; a second kernel merges the
-// chunks of each (row, head). The grid covers the whole context, so blocks past a row's
+// chunks of each (row, head) and, when asked and the head holds whole groups, quantises the
+// head's outputs for the next product (quantize.cuh), sparing that product a launch. The grid covers the whole context, so blocks past a row's
 // position exit at once. window > 0 keeps the last `window` positions. CPU reference:
 // attention (engine/blocks.cpp).
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include "cuda_check.hpp"
 #include "kernels.hpp"
 #include "launch.cuh"
+#include "quantize.cuh"
 
 namespace moepack::cuda {
 namespace {
@@ -91,10 +93,13 @@ __global__ void __launch_bounds__(kThreads)
     }
 }
 
-// out [n, heads * D] from the chunks' partial results: one block per (row, head).
+// out [n, heads * D] from the chunks' partial results: one block per (row, head); and, when
+// quantize, the head's groups of `quantized` (whole groups within the head).
 __global__ void __launch_bounds__(kThreads)
-    merge_chunks(const float* __restrict__ partial, float* __restrict__ out, int D, int64_t chunks) {
+    merge_chunks(const float* __restrict__ partial, float* __restrict__ out, int D, int64_t chunks, QuantizedInput quantized,
+                 bool quantize, int heads) {
     detail::wait_for_inputs();
+    __shared__ float merged[kMaxHeadDim];
     const int64_t stride = D + 2;
     const float* p = partial + static_cast<int64_t>(blockIdx.x) * chunks * stride;
     float m = -INFINITY;
@@ -110,7 +115,15 @@ __global__ void __launch_bounds__(kThreads)
             l = fmaf(lc, w, l);
         }
         out[static_cast<int64_t>(blockIdx.x) * D + d] = acc / l;
+        merged[d] = acc / l;
     }
+    if (!quantize) return;
+    __syncthreads();
+    const int64_t t = blockIdx.x / heads, h = blockIdx.x % heads;
+    const int per_head = D / quantized.group_size, warp = threadIdx.x / 32;
+    for (int j = warp; j < per_head; j += kThreads / 32)
+        detail::quantize_group(quantized, t, h * per_head + j, static_cast<int>(threadIdx.x % 32),
+                               [&](int64_t i) { return merged[j * quantized.group_size + i]; });
 }
 
 }  // namespace
@@ -121,10 +134,13 @@ size_t attention_workspace_bytes(int64_t n, int64_t heads, int64_t head_dim, int
 
 void attention(const float* q, const float* k_cache, const float* v_cache, float* out, int64_t n, const int32_t* positions,
                int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t window, int64_t context, float* workspace,
-               cudaStream_t stream) {
+               const QuantizedInput* quantized, cudaStream_t stream) {
     if (n <= 0) return;
     if (kv_heads <= 0 || heads % kv_heads != 0) fail("attention: ", heads, " heads do not share ", kv_heads, " kv heads evenly");
     if (head_dim < 1 || head_dim > kMaxHeadDim) fail("attention: head_dim ", head_dim, " (the kernel takes 1 to ", kMaxHeadDim, ")");
+    if (quantized && (quantized->cols != heads * head_dim || quantized->n < n))
+        fail("attention: the quantised output holds ", quantized->n, " rows of ", quantized->cols, " values, expected ", n,
+             " of ", heads * head_dim);
     const int64_t chunks = chunks_of(context), group = heads_per_block(heads / kv_heads);
     if (chunks > 65535 || n * kv_heads > 2147483647) fail("attention: a context of ", context, " positions in one launch");
     const float scale = 1.0f / sqrtf(static_cast<float>(head_dim));
@@ -133,8 +149,16 @@ void attention(const float* q, const float* k_cache, const float* v_cache, float
                                                 static_cast<int>(kv_heads), static_cast<int>(head_dim), static_cast<int>(group),
                                                 chunks, window, scale);
     check_launch("attention");
-    detail::launch(merge_chunks, static_cast<unsigned>(n * heads), kThreads, 0, stream, workspace, out, static_cast<int>(head_dim), chunks);
+    // heads holding whole groups are quantised by the merge, else by a launch of their own
+    const bool in_merge = quantized && head_dim % quantized->group_size == 0;
+    detail::launch(merge_chunks, static_cast<unsigned>(n * heads), kThreads, 0, stream, workspace, out, static_cast<int>(head_dim),
+                   chunks, quantized ? *quantized : QuantizedInput{}, in_merge, static_cast<int>(heads));
     check_launch("attention (merge)");
+    if (quantized && !in_merge) {
+        QuantizedInput rows = *quantized;
+        rows.n = n;
+        quantize_input(out, rows, stream);
+    }
 }
 
 }  // namespace moepack::cuda

@@ -1,8 +1,9 @@
 // The routed experts of one decode token, their ids (and cache slots) read on the GPU: expert_gate_up computes
 // each chosen expert's gate and up rows together (one warp per row of one expert, the two
-// rows' loads in flight at once) and stores silu(gate) * up; expert_down_add computes the
-// down rows of every chosen expert for a few output rows per block and adds their weighted
-// sum, in slot order, to the residual stream. Row decoding is row_dot.cuh's. CPU reference:
+// rows' loads in flight at once) and stores silu(gate) * up; expert_down_add gives each warp
+// one output row and computes that row of every chosen expert's down matrix against its
+// activations, up to 4 experts' loads in flight at once, then adds their weighted sum, in
+// slot order, to the residual stream. Row decoding is row_dot.cuh's. CPU reference:
 // moe_ffn (engine/models/decoder.cpp).
 #include "cuda_check.hpp"
 #include "kernels.hpp"
@@ -16,12 +17,10 @@ using detail::InputView;
 using detail::RowSource;
 
 constexpr int kWarps = 8;
-// Down rows per block: enough (row, expert) products for every warp twice.
-constexpr int kDownProducts = 2 * kWarps;
-constexpr int64_t kMaxExperts = 64;
+constexpr int kMaxDownBatch = 4;   // experts whose down rows one warp reads at once (8: more registers, no faster)
 
 template <class Rows>
-__global__ void __launch_bounds__(kWarps * 32)
+__global__ void __launch_bounds__(kWarps * 32, 6)   // <= 40 registers: a token's 8 experts' rows resident at once
     gate_up_rows(DeviceMatrix gate, int64_t up_offset, ExpertBlocks blocks, const int32_t* __restrict__ ids, InputView in,
                  float* __restrict__ act) {
     detail::wait_for_inputs();
@@ -36,30 +35,26 @@ __global__ void __launch_bounds__(kWarps * 32)
     if (lane == 0) act[blockIdx.y * gate.rows + r] = g / (1.0f + expf(-g)) * u;
 }
 
-template <class Rows>
-__global__ void __launch_bounds__(kWarps * 32)
+// x[r] += sum over j < k of weights[j] * (down_j row r . act_j), experts taken Batch at a time.
+template <class Rows, int Batch>
+__global__ void __launch_bounds__(kWarps * 32, 2)   // <= 128 registers: every row's warp resident at once
     down_add_rows(DeviceMatrix down, ExpertBlocks blocks, const int32_t* __restrict__ ids, const float* __restrict__ weights,
-                  int k, int rows_per_block, InputView in, float* __restrict__ x) {
+                  int k, InputView in, float* __restrict__ x) {
     detail::wait_for_inputs();
-    __shared__ float dots[kDownProducts + kMaxExperts];
-    const int64_t r0 = static_cast<int64_t>(blockIdx.x) * rows_per_block;
+    const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+    if (r >= down.rows) return;
     const int lane = threadIdx.x % 32;
-    for (int item = threadIdx.x / 32; item < rows_per_block * k; item += kWarps) {
-        const int64_t r = r0 + item / k;
-        const int j = item % k;
-        if (r >= down.rows) continue;
-        const RowSource src[1] = {detail::moved(down, detail::block_offset(blocks, ids[j]))};
-        float acc[1][1] = {};
-        Rows::template dot<1, 1>(down, src, r, in, j, lane, acc);
-        const float s = detail::warp_sum(acc[0][0]);
-        if (lane == 0) dots[item] = s;
-    }
-    __syncthreads();
-    const int64_t r = r0 + threadIdx.x;
-    if (threadIdx.x >= rows_per_block || r >= down.rows) return;
     float sum = 0.0f;
-    for (int j = 0; j < k; ++j) sum = fmaf(weights[j], dots[threadIdx.x * k + j], sum);
-    x[r] += sum;
+    for (int j0 = 0; j0 < k; j0 += Batch) {
+        RowSource src[Batch];
+#pragma unroll
+        for (int m = 0; m < Batch; ++m) src[m] = detail::moved(down, detail::block_offset(blocks, ids[j0 + m]));
+        float acc[Batch][1] = {};
+        Rows::template dot<Batch, 1, true>(down, src, r, in, j0, lane, acc);
+#pragma unroll
+        for (int m = 0; m < Batch; ++m) sum = fmaf(weights[j0 + m], detail::warp_sum(acc[m][0]), sum);
+    }
+    if (lane == 0) x[r] += sum;
 }
 
 }  // namespace
@@ -89,15 +84,22 @@ void expert_gate_up(const DeviceMatrix& gate, const DeviceMatrix& up, const Expe
 void expert_down_add(const DeviceMatrix& down, const ExpertBlocks& blocks, const int32_t* ids, const float* weights,
                      int64_t k, const ProductInput& act, float* x, cudaStream_t stream) {
     if (k <= 0 || down.rows <= 0) return;
-    if (k > kMaxExperts) fail("expert_down_add: ", k, " experts per token, the kernel takes up to ", kMaxExperts);
+    if (k > 65535) fail("expert_down_add: ", k, " experts in one launch");
     if (act.quantized && act.quantized->n < k) fail("expert_down_add: ", k, " experts, ", act.quantized->n, " inputs quantised");
-    const int rows_per_block = static_cast<int>(std::max<int64_t>(1, kDownProducts / k));
+    int batch = kMaxDownBatch;   // the largest power of two up to kMaxDownBatch dividing k
+    while (k % batch) batch /= 2;
     const InputView in = detail::input_view(act, down.cols);
     detail::with_rows(down, blocks.stride, act, [&](auto rows_reader) {
         using Rows = decltype(rows_reader);
-        const auto grid = static_cast<unsigned>((down.rows + rows_per_block - 1) / rows_per_block);
-        detail::launch(down_add_rows<Rows>, grid, kWarps * 32, 0, stream, down, blocks, ids, weights, static_cast<int>(k), rows_per_block,
-                                                                in, x);
+        const auto grid = static_cast<unsigned>((down.rows + kWarps - 1) / kWarps);
+        const auto run = [&](auto kernel) {
+            detail::launch(kernel, grid, kWarps * 32, 0, stream, down, blocks, ids, weights, static_cast<int>(k), in, x);
+        };
+        switch (batch) {
+            case 4: run(down_add_rows<Rows, 4>); break;
+            case 2: run(down_add_rows<Rows, 2>); break;
+            default: run(down_add_rows<Rows, 1>); break;
+        }
     });
     check_launch("expert_down_add");
 }

@@ -1,6 +1,8 @@
 // The inner loop every decode product shares: one warp computes the dot products of M rows
 // of a weight matrix (M matrices laid out alike, e.g. an expert's gate and up) with N input
-// vectors, the row's values decoded in registers. Affine rows take inputs quantised to int8
+// vectors, or of each matrix m with its own input m (PerMatrix: a token's experts' down rows
+// against their activations), the row's values decoded in registers, the loads of all M
+// rows in flight together. Affine rows take inputs quantised to int8
 // (QuantizedInput): each 32-bit code word, masked and shifted per code plane, meets four
 // inputs in one dp4a, and a group adds scale_w * scale_x * sum(q * xq) + bias_w * sum(x).
 // Float rows (bf16, f16, f32) take the float inputs. Lanes walk a row in chunks of 16 bytes
@@ -113,10 +115,12 @@ struct AffineRows {
     static constexpr int kPerWord = 32 / Bits, kPlanes = 8 / Bits, kChunkCodes = V * kPerWord;
     static constexpr uint32_t kPlaneMask = Bits == 8 ? 0xffffffffu : Bits == 4 ? 0x0f0f0f0fu : 0x03030303u;
 
-    // acc[m][t] += row r of matrix m . input (first + t), this lane's share.
-    template <int M, int N>
+    // acc[m][t] += row r of matrix m . input (first + t), this lane's share; PerMatrix (N 1):
+    // acc[m][0] += row r of matrix m . input (first + m).
+    template <int M, int N, bool PerMatrix = false>
     __device__ static void dot(const DeviceMatrix& w, const RowSource (&src)[M], int64_t r, const InputView& in, int64_t first,
                                int lane, float (&acc)[M][N]) {
+        static_assert(!PerMatrix || N == 1, "one input per matrix");
         const int64_t chunks = w.row_words / V;
         for (int64_t c = lane; c < chunks; c += 32) {
             Words<V> raw[M];
@@ -132,20 +136,21 @@ struct AffineRows {
                 wb[m] = group_start ? bf16_to_float(__ldg(src[m].biases + r * w.groups + g)) : 0.0f;
             }
 #pragma unroll
-            for (int t = 0; t < N; ++t) {
+            for (int t = 0; t < (PerMatrix ? M : N); ++t) {   // input first + t
                 int xv[V * kPlanes];
                 load_ints<V * kPlanes>(in.values + (first + t) * in.padded + code0, xv);
                 const float xs = __ldg(in.scales + (first + t) * in.groups + g);
                 const float xsum = group_start ? __ldg(in.sums + (first + t) * in.groups + g) : 0.0f;
 #pragma unroll
-                for (int m = 0; m < M; ++m) {
+                for (int m = PerMatrix ? t : 0; m < (PerMatrix ? t + 1 : M); ++m) {
                     int isum = 0;
 #pragma unroll
                     for (int v = 0; v < V; ++v)
 #pragma unroll
                         for (int k = 0; k < kPlanes; ++k)
                             isum = dot4_u8_s8((raw[m].w[v] >> (k * Bits)) & kPlaneMask, xv[v * kPlanes + k], isum);
-                    acc[m][t] = fmaf(ws[m] * xs, static_cast<float>(isum), fmaf(wb[m], xsum, acc[m][t]));
+                    float& a = acc[m][PerMatrix ? 0 : t];
+                    a = fmaf(ws[m] * xs, static_cast<float>(isum), fmaf(wb[m], xsum, a));
                 }
             }
         }
@@ -166,9 +171,10 @@ template <typename T, bool Wide>
 struct FloatRows {
     static constexpr int kPerChunk = Wide ? 16 / sizeof(T) : 1;
 
-    template <int M, int N>
+    template <int M, int N, bool PerMatrix = false>
     __device__ static void dot(const DeviceMatrix& w, const RowSource (&src)[M], int64_t r, const InputView& in, int64_t first,
                                int lane, float (&acc)[M][N]) {
+        static_assert(!PerMatrix || N == 1, "one input per matrix");
         const int64_t chunks = w.cols / kPerChunk;
         for (int64_t c = lane; c < chunks; c += 32) {
             T vals[M][kPerChunk];
@@ -183,7 +189,7 @@ struct FloatRows {
                 }
             }
 #pragma unroll
-            for (int t = 0; t < N; ++t) {
+            for (int t = 0; t < (PerMatrix ? M : N); ++t) {   // input first + t
                 float xv[kPerChunk];
                 const float* xp = in.x + (first + t) * in.cols + c * kPerChunk;
                 if constexpr (kPerChunk % 4 == 0) {
@@ -197,9 +203,10 @@ struct FloatRows {
                     for (int i = 0; i < kPerChunk; ++i) xv[i] = __ldg(xp + i);
                 }
 #pragma unroll
-                for (int m = 0; m < M; ++m)
+                for (int m = PerMatrix ? t : 0; m < (PerMatrix ? t + 1 : M); ++m)
 #pragma unroll
-                    for (int i = 0; i < kPerChunk; ++i) acc[m][t] = fmaf(to_float(vals[m][i]), xv[i], acc[m][t]);
+                    for (int i = 0; i < kPerChunk; ++i)
+                        acc[m][PerMatrix ? 0 : t] = fmaf(to_float(vals[m][i]), xv[i], acc[m][PerMatrix ? 0 : t]);
             }
         }
     }

@@ -98,6 +98,15 @@ void VectorInput::prepare(const DeviceMatrix& w, cudaStream_t stream, int64_t ro
     v->fresh = true;
 }
 
+const QuantizedInput* VectorInput::produce(const DeviceMatrix& w) {
+    changed();
+    if (w.format != DeviceFormat::affine) return nullptr;
+    Version* v = find(w);
+    if (!v) fail("CUDA: no room was made for a ", w.bits, "-bit input");
+    v->fresh = true;
+    return &v->q;
+}
+
 const QuantizedInput& VectorInput::quantized(const DeviceMatrix& w) const {
     for (const auto& v : versions_)
         if (v.q.bits == w.bits && v.q.group_size == w.group_size) return v.q;

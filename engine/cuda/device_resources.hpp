@@ -119,6 +119,9 @@ public:
     void changed() {
         for (auto& v : versions_) v.fresh = false;
     }
+    // The vector is about to be written by a kernel that also makes its quantisation for w:
+    // that quantisation (null for float weights), marked fresh; the others stale.
+    const QuantizedInput* produce(const DeviceMatrix& w);
     // Quantises the vector (its first `rows` rows; -1: all) for w unless that is fresh.
     void prepare(const DeviceMatrix& w, cudaStream_t stream, int64_t rows = -1);
     // w's quantisation (prepare(w) first); w must be affine.

@@ -219,8 +219,7 @@ void GpuDecoder::attention_block(const Layer& l, int64_t layer) {
     const int64_t window =
         c_.layers[static_cast<size_t>(layer)].attention == AttentionKind::sliding ? c_.sliding_window : 0;
     attention(q_, kc, vc, attn_, 1, position, c_.num_heads, c_.num_kv_heads, D, window, ctx_.kv.context(),
-              attention_workspace_.get<float>(), stream_);
-    attn_in_.changed();
+              attention_workspace_.get<float>(), attn_in_.produce(l.o), stream_);
     products({{l.o, x_}}, attn_in_, GemvOutput::add);
     h_in_.normalize(x_, l.post_norm, eps_, stream_);
 }

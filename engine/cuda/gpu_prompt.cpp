@@ -124,7 +124,7 @@ void GpuDecoder::run_batch(std::span<const int32_t> tokens, int64_t position, bo
         else
             for (int64_t r = 0; r < n; r += p.attention_rows)
                 attention(p.q + r * q_dim_, kc, vc, p.attn + r * q_dim_, std::min(p.attention_rows, n - r), p.positions + r,
-                          c_.num_heads, c_.num_kv_heads, D, window, ctx_.kv.context(), p.workspace.get<float>(), stream_);
+                          c_.num_heads, c_.num_kv_heads, D, window, ctx_.kv.context(), p.workspace.get<float>(), nullptr, stream_);
         p.attn_in.changed();
         rows_product(l.o, p.attn_in, n, p.x, GemvOutput::add);
         p.h_in.normalize(p.x, l.post_norm, eps_, stream_, n);

@@ -119,7 +119,7 @@ int main(int argc, char** argv) try {
         auto* workspace = device_bytes<float>(attention_workspace_bytes(n, heads, D, n));
         const double ops = 4.0 * static_cast<double>(heads * D) * static_cast<double>(n) * static_cast<double>(n) / 2;
         print_row("attention (causal)", n, time_per_call(reps, false, [&](cudaStream_t s) {
-                      attention(x, kc, vc, out, n, pos, heads, kv_heads, D, 0, n, workspace, s);
+                      attention(x, kc, vc, out, n, pos, heads, kv_heads, D, 0, n, workspace, nullptr, s);
                   }), ops);
         print_row("prompt_attention (causal)", n, time_per_call(reps, false, [&](cudaStream_t s) {
                       prompt_attention(x, kc, vc, out, n, pos, heads, kv_heads, D, 0, s);

@@ -340,7 +340,8 @@ TEST(CudaExperts, GateUpAndDownAddMatchTheReference) {
     const std::vector<int32_t> slot_of = {2, 4, 0, 1, 3};   // expert -> slot in the cached layout
     for (auto format : {engine::WeightFormat::affine, engine::WeightFormat::bf16})
         for (int bits : {2, 4, 8})
-            for (bool cached : {false, true}) {
+            for (bool cached : {false, true})
+            for (int64_t k : {1, 4, 6, 12}) {   // the down kernel takes experts in batches of 1, 4, 2, 4
             if (format == engine::WeightFormat::bf16 && bits != 4) continue;
             const int64_t experts = 5, inter = 96, hidden = 160;
             const int b = format == engine::WeightFormat::affine ? bits : 16;
@@ -359,9 +360,12 @@ TEST(CudaExperts, GateUpAndDownAddMatchTheReference) {
                 std::memcpy(block + up_at, up[e].bytes.data(), up[e].bytes.size());
                 std::memcpy(block + down_at, down[e].bytes.data(), down[e].bytes.size());
             }
-            const std::vector<int32_t> ids = {3, 0, 3, 4};
-            const std::vector<float> weights = {0.5f, -0.25f, 1.5f, 0.125f};
-            const auto k = static_cast<int64_t>(ids.size());
+            std::vector<int32_t> ids;   // repeats allowed
+            std::vector<float> weights;
+            for (int64_t j = 0; j < k; ++j) {
+                ids.push_back(static_cast<int32_t>((3 + 2 * j) % experts));
+                weights.push_back(0.5f - 0.375f * static_cast<float>(j % 3) + 0.0625f * static_cast<float>(j));
+            }
             const auto x = random_floats(rng, static_cast<size_t>(hidden), 1.0f);
             auto residual = random_floats(rng, static_cast<size_t>(hidden), 1.0f);
             DeviceBuffer table_dev(table), ids_dev(ids), w_dev(weights), act_dev(static_cast<size_t>(k * inter) * 4), res_dev(residual);
@@ -381,7 +385,7 @@ TEST(CudaExperts, GateUpAndDownAddMatchTheReference) {
                     const double want = g / (1 + std::exp(-g)) * u;
                     const double bound = (static_cast<double>(hidden + 64) * kU * (ga * std::abs(u) + ua * std::abs(g)) + 4 * kU * std::abs(want)) * 2;
                     ASSERT_LE(std::abs(act[static_cast<size_t>(j * inter + r)] - want), bound + 1e-30)
-                        << "bits " << b << " cached " << cached << " slot " << j << " row " << r;
+                        << "bits " << b << " cached " << cached << " k " << k << " slot " << j << " row " << r;
                 }
             // down: the activations the kernel made are the inputs
             Matrix down_shape = down[0];
@@ -397,7 +401,7 @@ TEST(CudaExperts, GateUpAndDownAddMatchTheReference) {
                     want += weights[static_cast<size_t>(j)] * d;
                     a += std::abs(weights[static_cast<size_t>(j)]) * (da + std::abs(d));
                 }
-                ASSERT_LE(std::abs(got[static_cast<size_t>(r)] - want), static_cast<double>(inter + 64 + k) * kU * a + 1e-30) << "bits " << b << " cached " << cached << " row " << r;
+                ASSERT_LE(std::abs(got[static_cast<size_t>(r)] - want), static_cast<double>(inter + 64 + k) * kU * a + 1e-30) << "bits " << b << " cached " << cached << " k " << k << " row " << r;
             }
         }
 }
@@ -694,13 +698,26 @@ TEST(CudaBlocks, AttentionMatchesTheCpu) {
                 auto k_ctx = k, v_ctx = v;
                 k_ctx.resize(static_cast<size_t>(context * kv_heads * head_dim), std::nanf(""));
                 v_ctx.resize(k_ctx.size(), std::nanf(""));
-                DeviceBuffer q_dev(q), k_dev(k_ctx), v_dev(v_ctx), out(q.size() * sizeof(float));
+                DeviceBuffer q_dev(q), k_dev(k_ctx), v_dev(v_ctx);
                 DeviceBuffer workspace(attention_workspace_bytes(n, heads, head_dim, context));
                 const DeviceBuffer pos = positions_from(position0, n);
-                attention(q_dev.as<float>(), k_dev.as<float>(), v_dev.as<float>(), out.as<float>(), n, pos.as<int32_t>(), heads,
-                          kv_heads, head_dim, window, context, workspace.as<float>(), nullptr);
-                EXPECT_LE(relative_max_error(out.read<float>(), want), 1e-5)
-                    << "head_dim " << head_dim << " heads " << heads << "/" << kv_heads << " window " << window << " n " << n;
+                // run 1 also quantises its output for a 4-bit product (with the merge when heads hold
+                // whole groups): the same bytes as quantize_input
+                const int group = head_dim % 64 == 0 ? 64 : 32;
+                const size_t q_bytes = quantized_input_bytes(n, heads * head_dim, group);
+                for (int run = 0; run < 2; ++run) {
+                    DeviceBuffer out(q.size() * sizeof(float)), made(q_bytes), reference(q_bytes);
+                    const QuantizedInput quantized = quantized_input_in(made.as<void>(), n, heads * head_dim, group, 4);
+                    attention(q_dev.as<float>(), k_dev.as<float>(), v_dev.as<float>(), out.as<float>(), n, pos.as<int32_t>(),
+                              heads, kv_heads, head_dim, window, context, workspace.as<float>(), run == 1 ? &quantized : nullptr,
+                              nullptr);
+                    EXPECT_LE(relative_max_error(out.read<float>(), want), 1e-5) << "head_dim " << head_dim << " heads " << heads
+                        << "/" << kv_heads << " window " << window << " n " << n << " run " << run;
+                    if (run == 0) continue;
+                    quantize_input(out.as<float>(), quantized_input_in(reference.as<void>(), n, heads * head_dim, group, 4), nullptr);
+                    EXPECT_EQ(made.read<uint8_t>(), reference.read<uint8_t>())
+                        << "quantised output, head_dim " << head_dim << " heads " << heads << " n " << n;
+                }
             }
 }
 
