@@ -5,9 +5,9 @@
 // every query head of the group against them, and writes the chunk's softmax statistics
 // (running max, sum of exponentials) and weighted sum of values; a second kernel merges the
 // chunks of each (row, head) and, when asked and the head holds whole groups, quantises the
-// head's outputs for the next product (quantize.cuh), sparing that product a launch. The grid covers the whole context, so blocks past a row's
-// position exit at once. window > 0 keeps the last `window` positions. CPU reference:
-// attention (engine/blocks.cpp).
+// head's outputs for the next product (quantize.cuh), sparing that product a launch. The
+// grid covers the whole context, so blocks past a row's position exit at once. window > 0
+// keeps the last `window` positions. CPU reference: attention (engine/blocks.cpp).
 #include <algorithm>
 
 #include "cuda_check.hpp"

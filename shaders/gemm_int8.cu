@@ -152,11 +152,17 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(Mats))
         for (int i = tid; i < Mats * kTileRows * Window::kWords; i += kThreads) {
             const int mat = i / (kTileRows * Window::kWords), r = i / Window::kWords % kTileRows, wd = i % Window::kWords;
             const int64_t row = m0 + r, first = row * w.groups + g0, at = first / 2 * 2 + 2 * wd;   // the word's first value
-            // bytes of the word within the row's run and the array
+            // values of the word within the row's run and the array: 2 copied, none zero-filled,
+            // 1 read plainly (a 4-byte copy of the array's last value would read past its end)
             const int64_t end = min(first + count, scale_count);
-            const int bytes = row < w.rows && at < end ? static_cast<int>(min(int64_t{2}, end - at)) * 2 : 0;
-            copy4(&win.w_scale[mat][r][wd], bytes ? src[mat].scales + at : w.scales, bytes);
-            copy4(&win.w_bias[mat][r][wd], bytes ? src[mat].biases + at : w.biases, bytes);
+            const int64_t values = row < w.rows && at < end ? min(int64_t{2}, end - at) : 0;
+            if (values == 1) {
+                win.w_scale[mat][r][wd] = src[mat].scales[at];
+                win.w_bias[mat][r][wd] = src[mat].biases[at];
+            } else {
+                copy4(&win.w_scale[mat][r][wd], values ? src[mat].scales + at : w.scales, values ? 4 : 0);
+                copy4(&win.w_bias[mat][r][wd], values ? src[mat].biases + at : w.biases, values ? 4 : 0);
+            }
         }
         for (int i = tid; i < kTileInputs * kWindowGroups; i += kThreads) {
             const int n = i / kWindowGroups, j = i % kWindowGroups;

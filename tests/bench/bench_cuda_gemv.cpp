@@ -3,7 +3,9 @@
 // 128 experts of 768 x 2048), weights cycled through a set larger than L2 so that they come
 // from HBM; prints microseconds per call launched one by one on a stream and replayed from
 // a CUDA graph, the weight bytes' GB/s (graph) and their ratio to the device-to-device copy
-// bandwidth measured first. For benchmarks only.
+// bandwidth measured first; then the kernels of a decode layer that read no weights (norm,
+// attention at position 600 of 1024, routing, quantisation), microseconds per call. For
+// benchmarks only.
 #include <CLI/CLI.hpp>
 #include <cuda_runtime_api.h>
 
@@ -146,6 +148,61 @@ int main(int argc, char** argv) try {
         print_row("top8 gate+up", bits, 1, t[0][0], t[0][1], 16.0 * static_cast<double>(gu.bytes()), hbm);
         print_row("top8 down+add", bits, 1, t[1][0], t[1][1], 8.0 * static_cast<double>(down.bytes()), hbm);
         for (void* p : {table, ids_dev, weights, act, act_q, h_q}) cudaFree(p);
+    }
+    // the kernels of a reference decode layer that read no weights: the launch-to-launch cost
+    // of each in a chain (graph) is what a decode token pays per kernel
+    {
+        const int64_t H = 2048, heads = 32, kv_heads = 4, D = 128, ctx = 1024, E = 128, K = 8, I = 768;
+        std::vector<void*> held;
+        auto zeros = [&](size_t bytes) {
+            void* p = nullptr;
+            check_cuda(cudaMalloc(&p, bytes), "malloc");
+            check_cuda(cudaMemset(p, 0, bytes), "memset");
+            held.push_back(p);
+            return p;
+        };
+        auto* h = static_cast<float*>(zeros(H * 4));
+        auto* norm_weight = static_cast<float*>(zeros(H * 4));
+        auto* q = static_cast<float*>(zeros(heads * D * 4));
+        auto* k = static_cast<float*>(zeros(kv_heads * D * 4));
+        auto* v = static_cast<float*>(zeros(kv_heads * D * 4));
+        auto* head_norm = static_cast<float*>(zeros(D * 4));
+        auto* inv_freq = static_cast<float*>(zeros(D / 2 * 4));
+        auto* kc = static_cast<float*>(zeros(ctx * kv_heads * D * 4));
+        auto* vc = static_cast<float*>(zeros(ctx * kv_heads * D * 4));
+        auto* out = static_cast<float*>(zeros(heads * D * 4));
+        auto* workspace = static_cast<float*>(zeros(attention_workspace_bytes(1, heads, D, ctx)));
+        auto* logits = static_cast<float*>(zeros(E * 4));
+        auto* ids = static_cast<int32_t*>(zeros(K * 4));
+        auto* route_weights = static_cast<float*>(zeros(K * 4));
+        auto* act = static_cast<float*>(zeros(K * I * 4));
+        const int32_t position = 600;
+        auto* pos = static_cast<int32_t*>(zeros(4));
+        check_cuda(cudaMemcpy(pos, &position, 4, cudaMemcpyHostToDevice), "copy");
+        const QuantizedInput hq[2] = {quantized_input_in(zeros(quantized_input_bytes(1, H, 64)), 1, H, 64, 8),
+                                      quantized_input_in(zeros(quantized_input_bytes(1, H, 64)), 1, H, 64, 4)};
+        const QuantizedInput oq = quantized_input_in(zeros(quantized_input_bytes(1, heads * D, 64)), 1, heads * D, 64, 8);
+        const QuantizedInput aq = quantized_input_in(zeros(quantized_input_bytes(K, I, 64)), K, I, 64, 4);
+        const RopeTable rope{D, false, inv_freq};
+        const auto time = [&](const char* name, auto fn) {
+            std::printf("%-36s %10.2f %10.2f\n", name, time_per_call(50, false, fn) * 1e6, time_per_call(50, true, fn) * 1e6);
+        };
+        std::printf("%-36s %10s %10s\n", "decode kernel (no weights)", "us stream", "us graph");
+        time("rms_norm_quantized (2048, 2 codes)", [&](cudaStream_t s) { rms_norm_quantized(static_cast<const float*>(x), h, 1, H, norm_weight, 1e-6f, hq, 2, s); });
+        time("attention_prologue (32/4 heads of 128)", [&](cudaStream_t s) {
+            attention_prologue(q, k, v, 1, heads, kv_heads, D, head_norm, head_norm, 1e-6f, rope, pos, kc, vc, s);
+        });
+        time("attention (position 600 of 1024)", [&](cudaStream_t s) {
+            attention(q, kc, vc, out, 1, pos, heads, kv_heads, D, 0, ctx, workspace, nullptr, s);
+        });
+        time("attention + output quantised", [&](cudaStream_t s) {
+            attention(q, kc, vc, out, 1, pos, heads, kv_heads, D, 0, ctx, workspace, &oq, s);
+        });
+        time("route (top 8 of 128)", [&](cudaStream_t s) {
+            route(logits, 1, E, K, RouteFunction::softmax_topk, true, 1.0f, ids, route_weights, s);
+        });
+        time("quantize_input (8 x 768, 4-bit)", [&](cudaStream_t s) { quantize_input(act, aq, s); });
+        for (void* p : held) cudaFree(p);
     }
     for (void* p : {x, y, xq}) cudaFree(p);
     return 0;
