@@ -678,6 +678,31 @@ TEST(CudaBlocks, AttentionPrologueNormsHeadsAndStoresTheCache) {
         }
 }
 
+// Random queries of n rows at positions position0.., keys and values of every position up to
+// theirs, the CPU's attention of them, and the caches extended by 70 positions of NaN (which
+// the kernels must not read).
+struct AttentionCase {
+    int64_t position0, context;
+    std::vector<float> q, k_cache, v_cache, want;
+};
+
+AttentionCase attention_case(std::mt19937& rng, engine::ThreadPool& pool, int64_t n, int64_t heads, int64_t kv_heads,
+                             int64_t head_dim, int64_t window) {
+    AttentionCase c;
+    c.position0 = 37 + 29 * n;
+    const int64_t positions = c.position0 + n;
+    c.context = positions + 70;
+    c.q = random_floats(rng, static_cast<size_t>(n * heads * head_dim), 1.0f);
+    c.k_cache = random_floats(rng, static_cast<size_t>(positions * kv_heads * head_dim), 1.0f);
+    c.v_cache = random_floats(rng, static_cast<size_t>(positions * kv_heads * head_dim), 1.0f);
+    c.want.resize(c.q.size());
+    engine::attention(pool, c.q.data(), c.k_cache.data(), c.v_cache.data(), c.want.data(), n, c.position0, heads, kv_heads,
+                      head_dim, window);
+    c.k_cache.resize(static_cast<size_t>(c.context * kv_heads * head_dim), std::nanf(""));
+    c.v_cache.resize(c.k_cache.size(), std::nanf(""));
+    return c;
+}
+
 TEST(CudaBlocks, AttentionMatchesTheCpu) {
     ASSERT_TRUE(have_gpu());
     std::mt19937 rng(17);
@@ -686,21 +711,14 @@ TEST(CudaBlocks, AttentionMatchesTheCpu) {
         for (int64_t window : {0, 7, 40})
             for (int64_t n : {1, 4, 11, 40})
             for (const auto& [heads, kv_heads] : {std::pair<int64_t, int64_t>{8, 2}, {32, 4}, {12, 1}, {5, 5}}) {
-                const int64_t position0 = 37 + 29 * n, positions = position0 + n;
-                const auto q = random_floats(rng, static_cast<size_t>(n * heads * head_dim), 1.0f);
-                const auto k = random_floats(rng, static_cast<size_t>(positions * kv_heads * head_dim), 1.0f);
-                const auto v = random_floats(rng, static_cast<size_t>(positions * kv_heads * head_dim), 1.0f);
-                std::vector<float> want(q.size());
-                engine::attention(pool, q.data(), k.data(), v.data(), want.data(), n, position0, heads, kv_heads, head_dim,
-                                  window);
-                // a context beyond the rows' positions: the chunks past them must add nothing
-                const int64_t context = positions + 70;
-                auto k_ctx = k, v_ctx = v;
-                k_ctx.resize(static_cast<size_t>(context * kv_heads * head_dim), std::nanf(""));
-                v_ctx.resize(k_ctx.size(), std::nanf(""));
-                DeviceBuffer q_dev(q), k_dev(k_ctx), v_dev(v_ctx);
+                // the context reaches past the rows' positions: the chunks there must add nothing
+                const AttentionCase c = attention_case(rng, pool, n, heads, kv_heads, head_dim, window);
+                const auto& q = c.q;
+                const auto& want = c.want;
+                const int64_t context = c.context;
+                DeviceBuffer q_dev(q), k_dev(c.k_cache), v_dev(c.v_cache);
                 DeviceBuffer workspace(attention_workspace_bytes(n, heads, head_dim, context));
-                const DeviceBuffer pos = positions_from(position0, n);
+                const DeviceBuffer pos = positions_from(c.position0, n);
                 // run 1 also quantises its output for a 4-bit product (with the merge when heads hold
                 // whole groups): the same bytes as quantize_input
                 const int group = head_dim % 64 == 0 ? 64 : 32;
@@ -731,19 +749,10 @@ TEST(CudaBlocks, PromptAttentionOnTensorCoresMatchesTheCpu) {
             for (int64_t n : {1, 11, 40, 130})
                 for (const auto& [heads, kv_heads] : {std::pair<int64_t, int64_t>{8, 2}, {32, 4}, {12, 1}, {5, 5}, {64, 1}}) {
                     ASSERT_TRUE(prompt_attention_supports(heads, kv_heads, head_dim));
-                    const int64_t position0 = 37 + 29 * n, positions = position0 + n;
-                    const auto q = random_floats(rng, static_cast<size_t>(n * heads * head_dim), 1.0f);
-                    const auto k = random_floats(rng, static_cast<size_t>(positions * kv_heads * head_dim), 1.0f);
-                    const auto v = random_floats(rng, static_cast<size_t>(positions * kv_heads * head_dim), 1.0f);
-                    std::vector<float> want(q.size());
-                    engine::attention(pool, q.data(), k.data(), v.data(), want.data(), n, position0, heads, kv_heads, head_dim,
-                                      window);
-                    // cached positions past the rows' own must not be read
-                    auto k_ctx = k, v_ctx = v;
-                    k_ctx.resize(static_cast<size_t>((positions + 70) * kv_heads * head_dim), std::nanf(""));
-                    v_ctx.resize(k_ctx.size(), std::nanf(""));
-                    DeviceBuffer q_dev(q), k_dev(k_ctx), v_dev(v_ctx), out(q.size() * sizeof(float));
-                    const DeviceBuffer pos = positions_from(position0, n);
+                    const AttentionCase c = attention_case(rng, pool, n, heads, kv_heads, head_dim, window);
+                    const auto& want = c.want;
+                    DeviceBuffer q_dev(c.q), k_dev(c.k_cache), v_dev(c.v_cache), out(c.q.size() * sizeof(float));
+                    const DeviceBuffer pos = positions_from(c.position0, n);
                     prompt_attention(q_dev.as<float>(), k_dev.as<float>(), v_dev.as<float>(), out.as<float>(), n,
                                      pos.as<int32_t>(), heads, kv_heads, head_dim, window, nullptr);
                     const double err = relative_max_error(out.read<float>(), want);
