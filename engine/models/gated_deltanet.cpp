@@ -48,35 +48,17 @@ GatedDeltaNet::GatedDeltaNet(const ModelConfig& c, const DenseWeights& w, int64_
     norm_ = w.vector(name(layer, "norm.weight"), dv_);
 }
 
-void GatedDeltaNet::forward(LayerCompute& compute, const float* h, int64_t n, float* state, float* out) {
-    const int64_t C = channels_, V = nv_ * dv_, K = kernel_, r = nv_ / nk_;
-    mixed_.resize(static_cast<size_t>(n * C));
-    gate_z_.resize(static_cast<size_t>(n * V));
-    beta_.resize(static_cast<size_t>(n * nv_));
-    decay_.resize(static_cast<size_t>(n * nv_));
-    o_.resize(static_cast<size_t>(n * V));
-    delta_.resize(static_cast<size_t>(V));
-    conv_out_.resize(static_cast<size_t>(n * C));
-    compute.products(h, n, {{&qkv_, mixed_.data()}, {&z_, gate_z_.data()}, {&b_, beta_.data()}, {&a_, decay_.data()}});
-    for (int64_t t = 0; t < n; ++t)
-        for (int64_t v = 0; v < nv_; ++v) {
-            float& beta = beta_[static_cast<size_t>(t * nv_ + v)];
-            float& decay = decay_[static_cast<size_t>(t * nv_ + v)];
-            beta = sigmoid(beta);
-            decay = std::exp(-std::exp(a_log_[v]) * softplus(decay + dt_bias_[v]));
-        }
-
-    // Causal depthwise convolution, channels in parallel. The state holds the last K - 1
-    // inputs as rows [K - 1][C], oldest first; input row s < 0 of this batch is state row s + K - 1.
-    float* conv_state = state;
-    float* recurrent = state + (K - 1) * C;
-    auto input_row = [&](int64_t s) { return s >= 0 ? mixed_.data() + s * C : conv_state + (s + K - 1) * C; };
-    compute.pool().parallel_for(C, std::max<int64_t>(64, C / (4 * compute.pool().size())), [&](int64_t c0, int64_t c1) {
+void gated_deltanet_convolve(ThreadPool& pool, const float* mixed, int64_t n, int64_t channels, int64_t kernel,
+                             const float* weight, float* conv_state, float* out) {
+    const int64_t C = channels, K = kernel;
+    // input row s < 0 of this batch is state row s + K - 1
+    auto input_row = [&](int64_t s) { return s >= 0 ? mixed + s * C : conv_state + (s + K - 1) * C; };
+    pool.parallel_for(C, std::max<int64_t>(64, C / (4 * pool.size())), [&](int64_t c0, int64_t c1) {
         for (int64_t t = 0; t < n; ++t) {
-            float* y = conv_out_.data() + t * C;
+            float* y = out + t * C;
             for (int64_t c = c0; c < c1; ++c) {
                 float acc = 0;
-                for (int64_t j = 0; j < K; ++j) acc += conv_[c * K + j] * input_row(t - (K - 1) + j)[c];
+                for (int64_t j = 0; j < K; ++j) acc += weight[c * K + j] * input_row(t - (K - 1) + j)[c];
                 y[c] = silu(acc);
             }
         }
@@ -87,62 +69,83 @@ void GatedDeltaNet::forward(LayerCompute& compute, const float* h, int64_t n, fl
             for (int64_t c = c0; c < c1; ++c) conv_state[i * C + c] = from[c];
         }
     });
+}
 
+void gated_deltanet_recur(ThreadPool& pool, const DeltaRuleShape& shape, float* x, int64_t n, const float* b, const float* a,
+                          const float* a_log, const float* dt_bias, const float* z, const float* norm, float* S, float* o) {
+    const int64_t nk = shape.nk, nv = shape.nv, dk = shape.dk, dv = shape.dv, r = nv / nk;
+    const int64_t C = 2 * nk * dk + nv * dv, V = nv * dv;
     // q and k l2-normalised per key head, in place (q also scaled by dk^-1/2), once for the
     // value heads that read them
-    const float q_scale = 1.0f / std::sqrt(static_cast<float>(dk_));
-    compute.for_rows(n, [&](int64_t t0, int64_t t1) {
+    const float q_scale = 1.0f / std::sqrt(static_cast<float>(dk));
+    pool.parallel_for(n, std::max<int64_t>(8, n / (4 * pool.size())), [&](int64_t t0, int64_t t1) {   // a few rows: inline
         for (int64_t t = t0; t < t1; ++t)
-            for (int64_t head_index = 0; head_index < 2 * nk_; ++head_index) {
-                float* head = conv_out_.data() + t * C + head_index * dk_;
+            for (int64_t head_index = 0; head_index < 2 * nk; ++head_index) {
+                float* head = x + t * C + head_index * dk;
                 float ss = 0;
-                for (int64_t i = 0; i < dk_; ++i) ss += head[i] * head[i];
-                const float scale = (head_index < nk_ ? q_scale : 1.0f) / std::sqrt(ss + kL2NormEps);
-                for (int64_t i = 0; i < dk_; ++i) head[i] *= scale;
+                for (int64_t i = 0; i < dk; ++i) ss += head[i] * head[i];
+                const float scale = (head_index < nk ? q_scale : 1.0f) / std::sqrt(ss + kL2NormEps);
+                for (int64_t i = 0; i < dk; ++i) head[i] *= scale;
             }
     });
-
-    // The delta rule, token by token, value heads in parallel; then the gated RMSNorm.
-    compute.pool().parallel_for(nv_, 1, [&](int64_t v0, int64_t v1) {
+    // the delta rule, token by token, value heads in parallel; then the gated RMSNorm
+    pool.parallel_for(nv, 1, [&](int64_t v0, int64_t v1) {
+        std::vector<float> kv(static_cast<size_t>(dv));   // S^T k, then the delta
         for (int64_t v = v0; v < v1; ++v) {
             const int64_t kh = v / r;
-            float* S = recurrent + v * dk_ * dv_;                 // [dk][dv]
-            float* kv = delta_.data() + v * dv_;                 // S^T k, then the delta [dv]
+            float* Sv = S + v * dk * dv;   // [dk][dv]
+            const float a_scale = std::exp(a_log[v]);
             for (int64_t t = 0; t < n; ++t) {
-                const float* row = conv_out_.data() + t * C;
-                const float* q = row + kh * dk_;
-                const float* k = row + nk_ * dk_ + kh * dk_;
-                const float* vs = row + 2 * nk_ * dk_ + v * dv_;
-                const float decay = decay_[static_cast<size_t>(t * nv_ + v)];
-                const float beta = beta_[static_cast<size_t>(t * nv_ + v)];
-                std::fill(kv, kv + dv_, 0.0f);
-                for (int64_t i = 0; i < dk_; ++i) {   // S *= decay; kv = S^T k
-                    float* s = S + i * dv_;
+                const float* row = x + t * C;
+                const float* q = row + kh * dk;
+                const float* k = row + nk * dk + kh * dk;
+                const float* vs = row + 2 * nk * dk + v * dv;
+                const float decay = std::exp(-a_scale * softplus(a[t * nv + v] + dt_bias[v]));
+                const float beta = sigmoid(b[t * nv + v]);
+                std::fill(kv.begin(), kv.end(), 0.0f);
+                for (int64_t i = 0; i < dk; ++i) {   // S *= decay; kv = S^T k
+                    float* s = Sv + i * dv;
                     const float ki = k[i];
-                    for (int64_t j = 0; j < dv_; ++j) {
+                    for (int64_t j = 0; j < dv; ++j) {
                         s[j] *= decay;
-                        kv[j] += s[j] * ki;
+                        kv[static_cast<size_t>(j)] += s[j] * ki;
                     }
                 }
-                for (int64_t j = 0; j < dv_; ++j) kv[j] = (vs[j] - kv[j]) * beta;
-                float* o = o_.data() + t * V + v * dv_;
-                std::fill(o, o + dv_, 0.0f);
-                for (int64_t i = 0; i < dk_; ++i) {   // S += k (x) delta; o = S^T q
-                    float* s = S + i * dv_;
+                for (int64_t j = 0; j < dv; ++j) kv[static_cast<size_t>(j)] = (vs[j] - kv[static_cast<size_t>(j)]) * beta;
+                float* out = o + t * V + v * dv;
+                std::fill(out, out + dv, 0.0f);
+                for (int64_t i = 0; i < dk; ++i) {   // S += k (x) delta; o = S^T q
+                    float* s = Sv + i * dv;
                     const float ki = k[i], qi = q[i];
-                    for (int64_t j = 0; j < dv_; ++j) {
-                        s[j] += ki * kv[j];
-                        o[j] += s[j] * qi;
+                    for (int64_t j = 0; j < dv; ++j) {
+                        s[j] += ki * kv[static_cast<size_t>(j)];
+                        out[j] += s[j] * qi;
                     }
                 }
                 float ss = 0;
-                for (int64_t j = 0; j < dv_; ++j) ss += o[j] * o[j];
-                const float inv = 1.0f / std::sqrt(ss / static_cast<float>(dv_) + eps_);
-                const float* z = gate_z_.data() + t * V + v * dv_;
-                for (int64_t j = 0; j < dv_; ++j) o[j] = o[j] * inv * norm_[j] * silu(z[j]);
+                for (int64_t j = 0; j < dv; ++j) ss += out[j] * out[j];
+                const float inv = 1.0f / std::sqrt(ss / static_cast<float>(dv) + shape.eps);
+                const float* zt = z + t * V + v * dv;
+                for (int64_t j = 0; j < dv; ++j) out[j] = out[j] * inv * norm[j] * silu(zt[j]);
             }
         }
     });
+}
+
+void GatedDeltaNet::forward(LayerCompute& compute, const float* h, int64_t n, float* state, float* out) {
+    const int64_t C = channels_, V = nv_ * dv_, K = kernel_;
+    mixed_.resize(static_cast<size_t>(n * C));
+    gate_z_.resize(static_cast<size_t>(n * V));
+    beta_.resize(static_cast<size_t>(n * nv_));
+    decay_.resize(static_cast<size_t>(n * nv_));
+    o_.resize(static_cast<size_t>(n * V));
+    conv_out_.resize(static_cast<size_t>(n * C));
+    compute.products(h, n, {{&qkv_, mixed_.data()}, {&z_, gate_z_.data()}, {&b_, beta_.data()}, {&a_, decay_.data()}});
+    float* conv_state = state;                  // [K - 1][C]
+    float* recurrent = state + (K - 1) * C;     // [nv][dk][dv]
+    gated_deltanet_convolve(compute.pool(), mixed_.data(), n, C, K, conv_, conv_state, conv_out_.data());
+    gated_deltanet_recur(compute.pool(), DeltaRuleShape{nk_, nv_, dk_, dv_, eps_}, conv_out_.data(), n, beta_.data(),
+                         decay_.data(), a_log_, dt_bias_, gate_z_.data(), norm_, recurrent, o_.data());
     compute.times().flops += 7.0 * static_cast<double>(n * nv_ * dk_ * dv_);
     compute.times().weight_bytes += 2 * static_cast<uint64_t>(nv_ * dk_ * dv_) * sizeof(float);   // S read and written
     compute.product(out_, o_.data(), n, out);

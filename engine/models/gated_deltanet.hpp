@@ -20,10 +20,33 @@ namespace moepack::engine {
 
 class DenseWeights;
 class LayerCompute;
+class ThreadPool;
 
 // Floats of one layer's recurrent state: the convolution's last K - 1 inputs per channel and
 // one S per value head.
 int64_t gated_deltanet_state_floats(const ModelConfig& c);
+
+// The layer's steps between its input and output products, on plain arrays (also the CPU
+// references of the CUDA kernels, shaders/gated_deltanet.cu).
+//
+// out [n, C] = silu(causal depthwise convolution) of mixed [n, C] (kernel K, weight
+// [C, K]) after the K - 1 rows conv_state [K - 1, C] holds, oldest first; conv_state
+// becomes the last K - 1 inputs.
+void gated_deltanet_convolve(ThreadPool& pool, const float* mixed, int64_t n, int64_t channels, int64_t kernel,
+                             const float* weight, float* conv_state, float* out);
+
+struct DeltaRuleShape {
+    int64_t nk = 0, nv = 0, dk = 0, dv = 0;   // key and value heads, their sizes (nv % nk == 0)
+    float eps = 1e-6f;                        // of the gated RMSNorm
+};
+// The delta rule of n tokens over the convolution's output x [n, C] (C = 2 nk dk + nv dv:
+// q, k, v heads): q and k l2-normalised per key head in place (q also scaled by dk^-1/2);
+// per value head v (key head v / (nv / nk)), token by token, beta = sigmoid(b), decay =
+// exp(-exp(a_log) * softplus(a + dt_bias)), S [dk, dv] *= decay, delta = (v - S^T k) beta,
+// S += k (x) delta, o = S^T q; then o = rmsnorm(o) * norm * silu(z) per head.
+// b, a [n, nv]; a_log, dt_bias [nv]; z, o [n, nv dv]; norm [dv]; S [nv, dk, dv], updated.
+void gated_deltanet_recur(ThreadPool& pool, const DeltaRuleShape& shape, float* x, int64_t n, const float* b, const float* a,
+                          const float* a_log, const float* dt_bias, const float* z, const float* norm, float* S, float* o);
 
 class GatedDeltaNet {
 public:
@@ -45,7 +68,6 @@ private:
     const float* dt_bias_ = nullptr;   // [nv]
     const float* norm_ = nullptr;      // [dv]
     std::vector<float> mixed_, conv_out_, gate_z_, beta_, decay_, o_;   // per batch
-    std::vector<float> delta_;   // [nv * dv]: each value head's S^T k, then its delta
 };
 
 }  // namespace moepack::engine
