@@ -171,6 +171,24 @@ enum class RouteFunction : int { softmax_topk, topk_softmax };
 void route(const float* logits, int64_t n, int64_t num_experts, int64_t k, RouteFunction function, bool normalize_topk,
            float scaling_factor, int32_t* experts, float* weights, cudaStream_t stream);
 
+// Gated DeltaNet (qwen3_next / qwen3_5_moe linear attention) between its products. CPU
+// references: gated_deltanet_convolve, gated_deltanet_recur (engine/models/gated_deltanet.hpp).
+// out [n, C] = silu(causal depthwise convolution, kernel K, weight [C, K]) of mixed [n, C]
+// after the K - 1 rows conv_state [K - 1, C] holds; conv_state becomes the last K - 1 inputs.
+void gated_deltanet_convolve(const float* mixed, int64_t n, int64_t channels, int64_t kernel, const float* weight,
+                             float* conv_state, float* out, cudaStream_t stream);
+struct DeltaRuleDims {
+    int64_t nk = 0, nv = 0, dk = 0, dv = 0;   // key and value heads and their sizes
+    float eps = 1e-6f;                        // of the gated RMSNorm
+};
+// The delta rule over x [n, 2 nk dk + nv dv] (the convolution's q, k, v; left as it is),
+// b, a [n, nv] (raw projections), a_log, dt_bias [nv], z, o [n, nv dv], norm [dv]; state
+// [nv, dk, dv] updated. Takes dv up to 256 and dk x dv within the shared memory of a block
+// (gated_deltanet_recur_supports).
+bool gated_deltanet_recur_supports(const DeltaRuleDims& dims);
+void gated_deltanet_recur(const DeltaRuleDims& dims, const float* x, int64_t n, const float* b, const float* a, const float* a_log,
+                          const float* dt_bias, const float* z, const float* norm, float* state, float* o, cudaStream_t stream);
+
 // out[t, :] = row ids[t] (device memory) of the table, decoded to float. CPU reference:
 // decode_row (engine/cpu/matmul.hpp).
 void embed_rows(const DeviceMatrix& table, const int32_t* ids, int64_t n, float* out, cudaStream_t stream);

@@ -26,6 +26,7 @@
 #include "thread_pool.hpp"
 #include "dtype.hpp"
 #include "error.hpp"
+#include "gpu_test_support.hpp"
 #include "kernels.hpp"
 #include "pack_format.hpp"
 #include "weight_view.hpp"
@@ -34,47 +35,6 @@ namespace moepack::cuda {
 namespace {
 
 constexpr double kU = 1.0 / 16777216.0;
-
-bool have_gpu() {
-    int count = 0;
-    return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
-}
-
-// Device memory holding a copy of host bytes (or `bytes` of NaN poison).
-class DeviceBuffer {
-public:
-    explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
-        EXPECT_EQ(cudaMalloc(&p_, std::max<size_t>(bytes, 1)), cudaSuccess);
-        EXPECT_EQ(cudaMemset(p_, 0xff, bytes_), cudaSuccess);   // NaN in every float
-    }
-    template <typename T>
-    explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size() * sizeof(T)) {
-        EXPECT_EQ(cudaMemcpy(p_, host.data(), bytes_, cudaMemcpyHostToDevice), cudaSuccess);
-    }
-    ~DeviceBuffer() { cudaFree(p_); }
-    DeviceBuffer(const DeviceBuffer&) = delete;
-    DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-    template <typename T>
-    T* as() const { return static_cast<T*>(p_); }
-    template <typename T>
-    std::vector<T> read() const {
-        std::vector<T> out(bytes_ / sizeof(T));
-        EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-        EXPECT_EQ(cudaMemcpy(out.data(), p_, bytes_, cudaMemcpyDeviceToHost), cudaSuccess);
-        return out;
-    }
-
-private:
-    void* p_ = nullptr;
-    size_t bytes_;
-};
-
-std::vector<float> random_floats(std::mt19937& rng, size_t n, float scale) {
-    std::uniform_real_distribution<float> d(-scale, scale);
-    std::vector<float> v(n);
-    for (auto& x : v) x = d(rng);
-    return v;
-}
 
 // A random matrix in one encoding: host bytes as the pack stores them, and per weight the
 // magnitude that enters the error bound (|q s| + |b| for affine, |w| otherwise) and value.
@@ -591,17 +551,6 @@ TEST(CudaBlocks, RmsNormQuantizedEqualsNormThenQuantize) {
     const QuantizedInput four[4] = {q, q, q, q};
     EXPECT_THROW(rms_norm_quantized(row.as<float>(), out.as<float>(), 1, 64, w_dev.as<float>(), 1e-6f, four, 4, nullptr),
                  moepack::Error);   // more quantisations than one launch makes
-}
-
-// Largest |a - b| over the largest |b|.
-double relative_max_error(const std::vector<float>& a, const std::vector<float>& b) {
-    double err = 0, scale = 0;
-    for (size_t i = 0; i < a.size(); ++i) {
-        if (!std::isfinite(a[i])) return INFINITY;   // poison left in place, or a NaN computed
-        err = std::max(err, std::abs(static_cast<double>(a[i]) - b[i]));
-        scale = std::max(scale, std::abs(static_cast<double>(b[i])));
-    }
-    return err / scale;
 }
 
 // Positions of n rows from position0 on, in device memory.
