@@ -72,7 +72,8 @@ void gated_deltanet_convolve(ThreadPool& pool, const float* mixed, int64_t n, in
 }
 
 void gated_deltanet_recur(ThreadPool& pool, const DeltaRuleShape& shape, float* x, int64_t n, const float* b, const float* a,
-                          const float* a_log, const float* dt_bias, const float* z, const float* norm, float* S, float* o) {
+                          const float* a_log, const float* dt_bias, const float* z, const float* norm, float* S, float* o,
+                          float* scratch) {
     const int64_t nk = shape.nk, nv = shape.nv, dk = shape.dk, dv = shape.dv, r = nv / nk;
     const int64_t C = 2 * nk * dk + nv * dv, V = nv * dv;
     // q and k l2-normalised per key head, in place (q also scaled by dk^-1/2), once for the
@@ -90,9 +91,9 @@ void gated_deltanet_recur(ThreadPool& pool, const DeltaRuleShape& shape, float* 
     });
     // the delta rule, token by token, value heads in parallel; then the gated RMSNorm
     pool.parallel_for(nv, 1, [&](int64_t v0, int64_t v1) {
-        std::vector<float> kv(static_cast<size_t>(dv));   // S^T k, then the delta
         for (int64_t v = v0; v < v1; ++v) {
             const int64_t kh = v / r;
+            float* kv = scratch + v * dv;   // S^T k, then the delta
             float* Sv = S + v * dk * dv;   // [dk][dv]
             const float a_scale = std::exp(a_log[v]);
             for (int64_t t = 0; t < n; ++t) {
@@ -102,23 +103,23 @@ void gated_deltanet_recur(ThreadPool& pool, const DeltaRuleShape& shape, float* 
                 const float* vs = row + 2 * nk * dk + v * dv;
                 const float decay = std::exp(-a_scale * softplus(a[t * nv + v] + dt_bias[v]));
                 const float beta = sigmoid(b[t * nv + v]);
-                std::fill(kv.begin(), kv.end(), 0.0f);
+                std::fill(kv, kv + dv, 0.0f);
                 for (int64_t i = 0; i < dk; ++i) {   // S *= decay; kv = S^T k
                     float* s = Sv + i * dv;
                     const float ki = k[i];
                     for (int64_t j = 0; j < dv; ++j) {
                         s[j] *= decay;
-                        kv[static_cast<size_t>(j)] += s[j] * ki;
+                        kv[j] += s[j] * ki;
                     }
                 }
-                for (int64_t j = 0; j < dv; ++j) kv[static_cast<size_t>(j)] = (vs[j] - kv[static_cast<size_t>(j)]) * beta;
+                for (int64_t j = 0; j < dv; ++j) kv[j] = (vs[j] - kv[j]) * beta;
                 float* out = o + t * V + v * dv;
                 std::fill(out, out + dv, 0.0f);
                 for (int64_t i = 0; i < dk; ++i) {   // S += k (x) delta; o = S^T q
                     float* s = Sv + i * dv;
                     const float ki = k[i], qi = q[i];
                     for (int64_t j = 0; j < dv; ++j) {
-                        s[j] += ki * kv[static_cast<size_t>(j)];
+                        s[j] += ki * kv[j];
                         out[j] += s[j] * qi;
                     }
                 }
@@ -139,13 +140,15 @@ void GatedDeltaNet::forward(LayerCompute& compute, const float* h, int64_t n, fl
     beta_.resize(static_cast<size_t>(n * nv_));
     decay_.resize(static_cast<size_t>(n * nv_));
     o_.resize(static_cast<size_t>(n * V));
+    delta_.resize(static_cast<size_t>(V));
     conv_out_.resize(static_cast<size_t>(n * C));
     compute.products(h, n, {{&qkv_, mixed_.data()}, {&z_, gate_z_.data()}, {&b_, beta_.data()}, {&a_, decay_.data()}});
     float* conv_state = state;                  // [K - 1][C]
     float* recurrent = state + (K - 1) * C;     // [nv][dk][dv]
     gated_deltanet_convolve(compute.pool(), mixed_.data(), n, C, K, conv_, conv_state, conv_out_.data());
     gated_deltanet_recur(compute.pool(), DeltaRuleShape{nk_, nv_, dk_, dv_, eps_}, conv_out_.data(), n, beta_.data(),
-                         decay_.data(), a_log_, dt_bias_, gate_z_.data(), norm_, recurrent, o_.data());
+                         decay_.data(), a_log_, dt_bias_, gate_z_.data(), norm_, recurrent, o_.data(),
+                         delta_.data());
     compute.times().flops += 7.0 * static_cast<double>(n * nv_ * dk_ * dv_);
     compute.times().weight_bytes += 2 * static_cast<uint64_t>(nv_ * dk_ * dv_) * sizeof(float);   // S read and written
     compute.product(out_, o_.data(), n, out);

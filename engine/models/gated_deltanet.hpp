@@ -44,9 +44,11 @@ struct DeltaRuleShape {
 // per value head v (key head v / (nv / nk)), token by token, beta = sigmoid(b), decay =
 // exp(-exp(a_log) * softplus(a + dt_bias)), S [dk, dv] *= decay, delta = (v - S^T k) beta,
 // S += k (x) delta, o = S^T q; then o = rmsnorm(o) * norm * silu(z) per head.
-// b, a [n, nv]; a_log, dt_bias [nv]; z, o [n, nv dv]; norm [dv]; S [nv, dk, dv], updated.
+// b, a [n, nv]; a_log, dt_bias [nv]; z, o [n, nv dv]; norm [dv]; S [nv, dk, dv], updated;
+// scratch [nv, dv] (each head's S^T k, then its delta).
 void gated_deltanet_recur(ThreadPool& pool, const DeltaRuleShape& shape, float* x, int64_t n, const float* b, const float* a,
-                          const float* a_log, const float* dt_bias, const float* z, const float* norm, float* S, float* o);
+                          const float* a_log, const float* dt_bias, const float* z, const float* norm, float* S, float* o,
+                          float* scratch);
 
 class GatedDeltaNet {
 public:
@@ -68,6 +70,7 @@ private:
     const float* dt_bias_ = nullptr;   // [nv]
     const float* norm_ = nullptr;      // [dv]
     std::vector<float> mixed_, conv_out_, gate_z_, beta_, decay_, o_;   // per batch
+    std::vector<float> delta_;   // [nv * dv]: gated_deltanet_recur's scratch
 };
 
 }  // namespace moepack::engine

@@ -67,9 +67,9 @@ TEST(CudaDeltaNet, DeltaRuleMatchesTheCpu) {
             auto state = random_floats(rng, static_cast<size_t>(s.nv * s.dk * s.dv), 0.5f);
             DeviceBuffer x_dev(x), b_dev(b), a_dev(a), a_log_dev(a_log), dt_dev(dt_bias), z_dev(z), norm_dev(norm),
                 state_dev(state), o_dev(static_cast<size_t>(n * V) * sizeof(float));
-            std::vector<float> want(static_cast<size_t>(n * V));
+            std::vector<float> want(static_cast<size_t>(n * V)), scratch(static_cast<size_t>(V));
             engine::gated_deltanet_recur(pool, s, x.data(), n, b.data(), a.data(), a_log.data(), dt_bias.data(), z.data(),
-                                         norm.data(), state.data(), want.data());
+                                         norm.data(), state.data(), want.data(), scratch.data());
             const DeltaRuleDims dims{s.nk, s.nv, s.dk, s.dv, s.eps};
             ASSERT_TRUE(gated_deltanet_recur_supports(dims));
             const int64_t first = split ? n / 2 : n;
