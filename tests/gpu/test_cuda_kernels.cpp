@@ -486,6 +486,17 @@ TEST(CudaGemv, BadInputsAreRefused) {
     const DeviceMatrix up = device_matrix(view(wide, wide_dev.as<std::byte>()));
     EXPECT_THROW(expert_gate_up(w, up, {}, ids_dev.as<int32_t>(), 1, in.get(), y_dev.as<float>(), nullptr), moepack::Error);
     EXPECT_THROW(gemm_swiglu(w, up, {}, in.quantized(), rows, y_dev.as<float>(), nullptr), moepack::Error);
+    DeviceMatrix misaligned = w;   // scales the products copy in 4-byte words
+    misaligned.scales = reinterpret_cast<const uint16_t*>(reinterpret_cast<const char*>(w.scales) + 2);
+    EXPECT_THROW(gemm(misaligned, {}, in.quantized(), rows, y_dev.as<float>(), GemvOutput::store, nullptr), moepack::Error);
+    // attention asked to quantise into an input of another width
+    const QuantizedInput narrow = in.quantized();   // 64 columns, not 2 heads of 64
+    DeviceBuffer q(2 * 64 * sizeof(float)), cache(4 * 64 * sizeof(float)), out(2 * 64 * sizeof(float));
+    DeviceBuffer workspace(attention_workspace_bytes(1, 2, 64, 4));
+    const DeviceBuffer pos(std::vector<int32_t>{0});
+    EXPECT_THROW(attention(q.as<float>(), cache.as<float>(), cache.as<float>(), out.as<float>(), 1, pos.as<int32_t>(), 2, 1, 64, 0,
+                           4, workspace.as<float>(), &narrow, nullptr),
+                 moepack::Error);
 }
 
 TEST(CudaBlocks, RmsNormAndSwigluMatchTheCpu) {
