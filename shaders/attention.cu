@@ -1,15 +1,20 @@
 // Causal grouped-query attention of n query rows (row t at position positions[t], read from
 // device memory, so that a captured graph serves every token) over the KV cache, split over
-// the context in chunks of kChunk positions (flash-decoding): one block per (row, kv head,
-// group of query heads sharing it, chunk) stages the chunk's keys in shared memory, scores
-// every query head of the group against them, and writes the chunk's softmax statistics
-// (running max, sum of exponentials) and weighted sum of values; a second kernel merges the
-// chunks of each (row, head) and, when asked and the head holds whole groups, quantises the
+// the context in chunks of kChunk positions (flash-decoding). A block takes one (row, kv
+// head, chunk) and up to kMaxGroupHeads of the query heads sharing that kv head: it copies
+// the chunk's keys, values and the heads' queries into shared memory at once (cp.async: one
+// memory round trip, the values still in flight while the keys are scored); each warp owns
+// one or two of the heads, a lane per position; the warp's shuffles give the chunk's softmax
+// statistics (max, sum of exponentials) and each lane sums the weighted value rows over its
+// columns. A second kernel merges the chunks of each (row, head), a tile of chunk records
+// copied the same way, and, when asked and the head holds whole groups, quantises the
 // head's outputs for the next product (quantize.cuh), sparing that product a launch. The
-// grid covers the whole context, so blocks past a row's position exit at once. window > 0
-// keeps the last `window` positions. CPU reference: attention (engine/blocks.cpp).
+// grid covers the whole context; blocks past a row's position exit at once and the merge
+// reads only the chunks that hold positions. window > 0 keeps the last `window` positions.
+// CPU reference: attention (engine/blocks.cpp).
 #include <algorithm>
 
+#include "async_copy.cuh"
 #include "cuda_check.hpp"
 #include "kernels.hpp"
 #include "launch.cuh"
@@ -18,12 +23,18 @@
 namespace moepack::cuda {
 namespace {
 
-constexpr int kThreads = 128;
-constexpr int kChunk = 32;          // positions per block
+constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * 32;
+constexpr int kChunk = 32;                     // positions per block: a lane each
 constexpr int kMaxHeadDim = 256;
-constexpr int kMaxGroupHeads = 8;   // query heads per block
+constexpr int kMaxGroupHeads = 2 * kWarps;     // query heads per block: one or two per warp
+constexpr int kMergeTile = 32;                 // chunk records per merge step
 
 int64_t chunks_of(int64_t context) { return (context + kChunk - 1) / kChunk; }
+
+// partial [n, heads, chunks, stride]: a chunk's weighted values, then its max and sum (the
+// stride keeps every record 16-byte aligned).
+__host__ __device__ inline int64_t partial_stride(int64_t head_dim) { return head_dim + 4; }
 
 // Query heads per block: the kv head's whole group when it is small, else a divisor of it.
 int64_t heads_per_block(int64_t group) {
@@ -32,94 +43,173 @@ int64_t heads_per_block(int64_t group) {
     return g;
 }
 
-// partial [n, heads, chunks, D + 2]: the weighted values, then max and sum.
+// The positions a row at `last` attends to: from `first`, in chunks aligned to the context
+// (chunk c covers [base + c * kChunk, base + (c + 1) * kChunk) within [first, last]).
+struct Span {
+    int64_t first, base, chunks;
+};
+__device__ inline Span span_of(int64_t last, int64_t window) {
+    const int64_t first = window > 0 ? max(int64_t{0}, last - window + 1) : 0;
+    const int64_t base = first / kChunk * kChunk;
+    return {first, base, (last - base) / kChunk + 1};
+}
+
+// attend_chunk's shared memory, in floats: keys [kChunk][D + 4] (the padding spreads a
+// warp's rows over the banks), values [kChunk][D], queries [kMaxGroupHeads][D], weights
+// [kMaxGroupHeads][kChunk].
+__host__ __device__ inline int64_t key_pitch(int64_t D) { return D + 4; }
+__host__ __device__ inline size_t attend_shared_floats(int64_t D) {
+    return static_cast<size_t>(kChunk * key_pitch(D) + kChunk * D + kMaxGroupHeads * D + kMaxGroupHeads * kChunk);
+}
+
+__device__ inline float4 fma4(float w, float4 v, float4 acc) {
+    return {fmaf(w, v.x, acc.x), fmaf(w, v.y, acc.y), fmaf(w, v.z, acc.z), fmaf(w, v.w, acc.w)};
+}
+
+__device__ inline float dot4(float4 a, float4 b, float acc) {
+    return fmaf(a.x, b.x, fmaf(a.y, b.y, fmaf(a.z, b.z, fmaf(a.w, b.w, acc))));
+}
+
+// HeadsPerWarp: 1 or 2 query heads per warp; Vectors: float4 columns per lane (head_dim <=
+// 128 * Vectors). Head j of warp w is the block's head w + kWarps * j.
+template <int HeadsPerWarp, int Vectors>
 __global__ void __launch_bounds__(kThreads)
     attend_chunk(const float* __restrict__ q, const float* __restrict__ k_cache, const float* __restrict__ v_cache,
                  float* __restrict__ partial, const int32_t* __restrict__ positions, int heads, int kv_heads, int D,
                  int group_heads, int64_t chunks, int64_t window, float scale) {
     detail::wait_for_inputs();
-    __shared__ float qs[kMaxGroupHeads][kMaxHeadDim];
-    __shared__ float ks[kChunk][kMaxHeadDim + 1];
-    __shared__ float scores[kMaxGroupHeads][kChunk];
+    extern __shared__ float4 shared[];
     const int64_t t = blockIdx.x / kv_heads, kvh = blockIdx.x % kv_heads, chunk = blockIdx.y;
+    const int64_t last = positions[t];
+    const Span span = span_of(last, window);
+    if (chunk >= span.chunks) return;   // past the row's position (the whole block)
+    const int64_t a = span.base + chunk * kChunk;
+    const int64_t begin = max(a, span.first), end = min(a + kChunk, last + 1);
+    const int count = static_cast<int>(end - begin), vectors = D / 4, pitch = static_cast<int>(key_pitch(D)) / 4;
+    const int64_t kv_dim = static_cast<int64_t>(kv_heads) * D, stride = partial_stride(D);
     const int64_t h0 = kvh * (heads / kv_heads) + static_cast<int64_t>(blockIdx.z) * group_heads;
-    const int64_t last = positions[t], first = window > 0 ? max(int64_t{0}, last - window + 1) : 0;
-    const int64_t a = first / kChunk * kChunk + chunk * kChunk;   // chunks aligned to the context
-    const int64_t begin = max(a, first), end = min(a + kChunk, last + 1);
-    const int64_t stride = D + 2;
-    float* out = partial + ((t * heads + h0) * chunks + chunk) * stride;
-    if (begin >= end) {   // past the row's position: an empty chunk
-        for (int g = threadIdx.x; g < group_heads; g += kThreads) out[g * chunks * stride + D + 1] = 0.0f;
-        return;
+    float4* keys = shared;                          // [kChunk][pitch]
+    float4* values = keys + kChunk * pitch;         // [kChunk][vectors]
+    float4* queries = values + kChunk * vectors;    // [kMaxGroupHeads][vectors]
+    float* weights = reinterpret_cast<float*>(queries + kMaxGroupHeads * vectors);   // [kMaxGroupHeads][kChunk]
+
+    const float* q_rows = q + (t * heads + h0) * D;
+    for (int i = threadIdx.x; i < group_heads * vectors; i += kThreads) detail::copy16(queries + i, q_rows + 4 * i, 16);
+    const float* k_rows = k_cache + begin * kv_dim + kvh * D;
+    for (int i = threadIdx.x; i < count * vectors; i += kThreads) {
+        const int r = i / vectors, c = i - r * vectors;
+        detail::copy16(keys + r * pitch + c, k_rows + r * kv_dim + 4 * c, 16);
     }
-    const int64_t kv_dim = static_cast<int64_t>(kv_heads) * D;
-    for (int i = threadIdx.x; i < group_heads * D; i += kThreads)
-        qs[i / D][i % D] = q[(t * heads + h0 + i / D) * D + i % D] * scale;
-    const int count = static_cast<int>(end - begin);
-    for (int i = threadIdx.x; i < count * D; i += kThreads)
-        ks[i / D][i % D] = k_cache[(begin + i / D) * kv_dim + kvh * D + i % D];
-    __syncthreads();
-    for (int i = threadIdx.x; i < group_heads * kChunk; i += kThreads) {
-        const int g = i / kChunk, p = i % kChunk;
-        float s = -INFINITY;
-        if (p < count) {
-            s = 0.0f;
-            for (int d = 0; d < D; ++d) s = fmaf(qs[g][d], ks[p][d], s);
-        }
-        scores[g][p] = s;
+    detail::commit_copies();
+    const float* v_rows = v_cache + begin * kv_dim + kvh * D;
+    for (int i = threadIdx.x; i < count * vectors; i += kThreads) {
+        const int r = i / vectors, c = i - r * vectors;
+        detail::copy16(values + i, v_rows + r * kv_dim + 4 * c, 16);
     }
+    detail::commit_copies();
+    detail::wait_copies<1>();   // queries and keys
     __syncthreads();
+
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    for (int g = warp; g < group_heads; g += kThreads / 32) {   // kChunk == 32: a lane per position
-        const float s = scores[g][lane];
-        float m = s;
-        for (int offset = 16; offset > 0; offset >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
-        const float e = lane < count ? expf(s - m) : 0.0f;
-        float l = e;
-        for (int offset = 16; offset > 0; offset >>= 1) l += __shfl_xor_sync(0xffffffffu, l, offset);
-        scores[g][lane] = e;
-        if (lane == 0) {
-            out[g * chunks * stride + D] = m;
-            out[g * chunks * stride + D + 1] = l;
+    const int own = min(HeadsPerWarp, (group_heads - warp + kWarps - 1) / kWarps);   // heads of this warp
+    const auto head_out = [&](int j) { return partial + ((t * heads + h0 + warp + kWarps * j) * chunks + chunk) * stride; };
+    if (own > 0) {
+        float s[HeadsPerWarp] = {};
+        if (lane < count) {
+            const float4* key = keys + lane * pitch;
+#pragma unroll 8
+            for (int i = 0; i < vectors; ++i) {
+                const float4 k = key[i];
+#pragma unroll
+                for (int j = 0; j < HeadsPerWarp; ++j)
+                    if (j < own) s[j] = dot4(queries[(warp + kWarps * j) * vectors + i], k, s[j]);
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < HeadsPerWarp; ++j) {
+            float m = lane < count ? s[j] * scale : -INFINITY;
+            for (int offset = 16; offset > 0; offset >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
+            const float e = lane < count ? expf(s[j] * scale - m) : 0.0f;
+            float l = e;
+            for (int offset = 16; offset > 0; offset >>= 1) l += __shfl_xor_sync(0xffffffffu, l, offset);
+            weights[(warp + kWarps * j) * kChunk + lane] = e;
+            if (lane == 0 && j < own) {
+                head_out(j)[D] = m;
+                head_out(j)[D + 1] = l;
+            }
         }
     }
+    detail::wait_copies<0>();   // values
     __syncthreads();
-    for (int i = threadIdx.x; i < group_heads * D; i += kThreads) {
-        const int g = i / D, d = i % D;
-        const float* v = v_cache + begin * kv_dim + kvh * D + d;
-        float acc = 0.0f;
-        for (int p = 0; p < count; ++p) acc = fmaf(scores[g][p], v[p * kv_dim], acc);
-        out[g * chunks * stride + d] = acc;
+    if (own <= 0) return;
+    float4 acc[HeadsPerWarp][Vectors] = {};
+    for (int p = 0; p < count; ++p) {
+#pragma unroll
+        for (int r = 0; r < Vectors; ++r)
+            if (lane + 32 * r < vectors) {
+                const float4 v = values[p * vectors + lane + 32 * r];
+#pragma unroll
+                for (int j = 0; j < HeadsPerWarp; ++j) acc[j][r] = fma4(weights[(warp + kWarps * j) * kChunk + p], v, acc[j][r]);
+            }
     }
+#pragma unroll
+    for (int j = 0; j < HeadsPerWarp; ++j)
+#pragma unroll
+        for (int r = 0; r < Vectors; ++r)
+            if (j < own && lane + 32 * r < vectors) reinterpret_cast<float4*>(head_out(j))[lane + 32 * r] = acc[j][r];
 }
 
-// out [n, heads * D] from the chunks' partial results: one block per (row, head); and, when
-// quantize, the head's groups of `quantized` (whole groups within the head).
+// out [n, heads * D] from the chunks' partial results: one block per (row, head), the
+// records of kMergeTile chunks at a time copied to shared memory and folded into running
+// sums (online softmax); and, when quantize, the head's groups of `quantized` (whole groups
+// within the head).
 __global__ void __launch_bounds__(kThreads)
-    merge_chunks(const float* __restrict__ partial, float* __restrict__ out, int D, int64_t chunks, QuantizedInput quantized,
-                 bool quantize, int heads) {
+    merge_chunks(const float* __restrict__ partial, float* __restrict__ out, const int32_t* __restrict__ positions, int D,
+                 int64_t chunks, int64_t window, QuantizedInput quantized, bool quantize, int heads) {
     detail::wait_for_inputs();
+    constexpr int kColumns = kMaxHeadDim / kThreads;   // output columns per thread
+    __shared__ float4 records[kMergeTile * (kMaxHeadDim + 4) / 4];
+    __shared__ float weight[kMergeTile];
     __shared__ float merged[kMaxHeadDim];
-    const int64_t stride = D + 2;
+    const int64_t t = blockIdx.x / heads, h = blockIdx.x % heads;
+    const int64_t stride = partial_stride(D), used = span_of(positions[t], window).chunks;
     const float* p = partial + static_cast<int64_t>(blockIdx.x) * chunks * stride;
-    float m = -INFINITY;
-    for (int64_t c = 0; c < chunks; ++c)
-        if (p[c * stride + D + 1] > 0.0f) m = fmaxf(m, p[c * stride + D]);
-    for (int d = threadIdx.x; d < D; d += kThreads) {
-        float acc = 0.0f, l = 0.0f;
-        for (int64_t c = 0; c < chunks; ++c) {
-            const float lc = p[c * stride + D + 1];
-            if (lc == 0.0f) continue;
-            const float w = expf(p[c * stride + D] - m);
-            acc = fmaf(p[c * stride + d], w, acc);
-            l = fmaf(lc, w, l);
+    const float* record = reinterpret_cast<const float*>(records);
+    float m = -INFINITY, l = 0.0f, acc[kColumns] = {};   // every used chunk holds a position: its sum is positive
+    for (int64_t c0 = 0; c0 < used; c0 += kMergeTile) {
+        const int tile = static_cast<int>(min(int64_t{kMergeTile}, used - c0));
+        const float* src = p + c0 * stride;
+        for (int64_t i = threadIdx.x; i < tile * stride / 4; i += kThreads) detail::copy16(records + i, src + 4 * i, 16);
+        detail::commit_copies();
+        detail::wait_copies<0>();
+        __syncthreads();
+        float tile_max = m;
+        for (int c = 0; c < tile; ++c) tile_max = fmaxf(tile_max, record[c * stride + D]);
+        if (threadIdx.x < tile) weight[threadIdx.x] = expf(record[threadIdx.x * stride + D] - tile_max);
+        __syncthreads();
+        const float rescale = expf(m - tile_max);   // 0 on the first tile (m = -inf)
+        m = tile_max;
+        l *= rescale;
+        for (int c = 0; c < tile; ++c) l = fmaf(record[c * stride + D + 1], weight[c], l);
+#pragma unroll
+        for (int k = 0; k < kColumns; ++k) {
+            const int d = threadIdx.x + k * kThreads;
+            if (d >= D) continue;
+            float sum = acc[k] * rescale;
+            for (int c = 0; c < tile; ++c) sum = fmaf(record[c * stride + d], weight[c], sum);
+            acc[k] = sum;
         }
-        out[static_cast<int64_t>(blockIdx.x) * D + d] = acc / l;
-        merged[d] = acc / l;
+        __syncthreads();   // records and weights free for the next tile
+    }
+#pragma unroll
+    for (int k = 0; k < kColumns; ++k) {
+        const int d = threadIdx.x + k * kThreads;
+        if (d >= D) continue;
+        out[static_cast<int64_t>(blockIdx.x) * D + d] = acc[k] / l;
+        merged[d] = acc[k] / l;
     }
     if (!quantize) return;
     __syncthreads();
-    const int64_t t = blockIdx.x / heads, h = blockIdx.x % heads;
     const int per_head = D / quantized.group_size, warp = threadIdx.x / 32;
     for (int j = warp; j < per_head; j += kThreads / 32)
         detail::quantize_group(quantized, t, h * per_head + j, static_cast<int>(threadIdx.x % 32),
@@ -129,7 +219,7 @@ __global__ void __launch_bounds__(kThreads)
 }  // namespace
 
 size_t attention_workspace_bytes(int64_t n, int64_t heads, int64_t head_dim, int64_t context) {
-    return static_cast<size_t>(n * heads * chunks_of(context) * (head_dim + 2)) * sizeof(float);
+    return static_cast<size_t>(n * heads * chunks_of(context) * partial_stride(head_dim)) * sizeof(float);
 }
 
 void attention(const float* q, const float* k_cache, const float* v_cache, float* out, int64_t n, const int32_t* positions,
@@ -137,7 +227,11 @@ void attention(const float* q, const float* k_cache, const float* v_cache, float
                const QuantizedInput* quantized, cudaStream_t stream) {
     if (n <= 0) return;
     if (kv_heads <= 0 || heads % kv_heads != 0) fail("attention: ", heads, " heads do not share ", kv_heads, " kv heads evenly");
-    if (head_dim < 1 || head_dim > kMaxHeadDim) fail("attention: head_dim ", head_dim, " (the kernel takes 1 to ", kMaxHeadDim, ")");
+    if (head_dim < 4 || head_dim > kMaxHeadDim || head_dim % 4 != 0)
+        fail("attention: head_dim ", head_dim, " (the kernel takes multiples of 4 up to ", kMaxHeadDim, ")");
+    for (const void* data : {static_cast<const void*>(q), static_cast<const void*>(k_cache), static_cast<const void*>(v_cache),
+                             static_cast<const void*>(workspace)})
+        if (reinterpret_cast<uintptr_t>(data) % 16 != 0) fail("attention: q, caches and workspace must be 16-byte aligned");
     if (quantized && (quantized->cols != heads * head_dim || quantized->n < n))
         fail("attention: the quantised output holds ", quantized->n, " rows of ", quantized->cols, " values, expected ", n,
              " of ", heads * head_dim);
@@ -145,14 +239,24 @@ void attention(const float* q, const float* k_cache, const float* v_cache, float
     if (chunks > 65535 || n * kv_heads > 2147483647) fail("attention: a context of ", context, " positions in one launch");
     const float scale = 1.0f / sqrtf(static_cast<float>(head_dim));
     const dim3 grid(static_cast<unsigned>(n * kv_heads), static_cast<unsigned>(chunks), static_cast<unsigned>(heads / kv_heads / group));
-    detail::launch(attend_chunk, grid, kThreads, 0, stream, q, k_cache, v_cache, workspace, positions, static_cast<int>(heads),
-                                                static_cast<int>(kv_heads), static_cast<int>(head_dim), static_cast<int>(group),
-                                                chunks, window, scale);
+    const bool two_heads = group > kWarps, wide = head_dim > 128;
+    auto* kernel = two_heads ? (wide ? attend_chunk<2, 2> : attend_chunk<2, 1>) : (wide ? attend_chunk<1, 2> : attend_chunk<1, 1>);
+    static const cudaError_t allowed = [] {   // every instance may take the largest head's shared memory
+        const int most = static_cast<int>(attend_shared_floats(kMaxHeadDim) * sizeof(float));
+        for (auto* k : {attend_chunk<1, 1>, attend_chunk<1, 2>, attend_chunk<2, 1>, attend_chunk<2, 2>})
+            if (const cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, most); e != cudaSuccess)
+                return e;
+        return cudaSuccess;
+    }();
+    check_cuda(allowed, "attention: shared memory");
+    detail::launch(kernel, grid, kThreads, attend_shared_floats(head_dim) * sizeof(float), stream, q, k_cache, v_cache, workspace, positions, static_cast<int>(heads),
+                   static_cast<int>(kv_heads), static_cast<int>(head_dim), static_cast<int>(group), chunks, window, scale);
     check_launch("attention");
     // heads holding whole groups are quantised by the merge, else by a launch of their own
     const bool in_merge = quantized && head_dim % quantized->group_size == 0;
-    detail::launch(merge_chunks, static_cast<unsigned>(n * heads), kThreads, 0, stream, workspace, out, static_cast<int>(head_dim),
-                   chunks, quantized ? *quantized : QuantizedInput{}, in_merge, static_cast<int>(heads));
+    detail::launch(merge_chunks, static_cast<unsigned>(n * heads), kThreads, 0, stream, workspace, out, positions,
+                   static_cast<int>(head_dim), chunks, window, quantized ? *quantized : QuantizedInput{}, in_merge,
+                   static_cast<int>(heads));
     check_launch("attention (merge)");
     if (quantized && !in_merge) {
         QuantizedInput rows = *quantized;

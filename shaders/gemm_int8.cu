@@ -15,6 +15,7 @@
 // CPU reference: the int8 kernels of engine/cpu/matmul*.cpp (the same integer sums).
 #include <algorithm>
 
+#include "async_copy.cuh"
 #include "cuda_check.hpp"
 #include "kernels.hpp"
 #include "launch.cuh"
@@ -48,21 +49,6 @@ __device__ inline void mma_u8s8(const uint32_t (&a)[4], const int (&b)[2], int (
     asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
                  : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
-// Asynchronous copies global -> shared; src_bytes 0 fills zeros without reading.
-__device__ inline void copy16(void* shared, const void* global, int src_bytes) {
-    const auto at = static_cast<uint32_t>(__cvta_generic_to_shared(shared));
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(at), "l"(global), "r"(src_bytes) : "memory");
-}
-__device__ inline void copy4(void* shared, const void* global, int src_bytes) {
-    const auto at = static_cast<uint32_t>(__cvta_generic_to_shared(shared));
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(at), "l"(global), "r"(src_bytes) : "memory");
-}
-__device__ inline void commit_copies() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int Pending>
-__device__ inline void wait_copies() {
-    asm volatile("cp.async.wait_group %0;" ::"n"(Pending) : "memory");
 }
 
 // One stage of the ring in shared memory.
@@ -160,16 +146,16 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(Mats))
                 win.w_scale[mat][r][wd] = src[mat].scales[at];
                 win.w_bias[mat][r][wd] = src[mat].biases[at];
             } else {
-                copy4(&win.w_scale[mat][r][wd], values ? src[mat].scales + at : w.scales, values ? 4 : 0);
-                copy4(&win.w_bias[mat][r][wd], values ? src[mat].biases + at : w.biases, values ? 4 : 0);
+                detail::copy4(&win.w_scale[mat][r][wd], values ? src[mat].scales + at : w.scales, values ? 4 : 0);
+                detail::copy4(&win.w_bias[mat][r][wd], values ? src[mat].biases + at : w.biases, values ? 4 : 0);
             }
         }
         for (int i = tid; i < kTileInputs * kWindowGroups; i += kThreads) {
             const int n = i / kWindowGroups, j = i % kWindowGroups;
             const int64_t p = row_of[n], at = (p / groups.input_div) * x.groups + g0 + j;
             const bool in = p >= 0 && j < count;
-            copy4(&win.x_scale[n][j], in ? x.scales + at : x.scales, in ? 4 : 0);
-            copy4(&win.x_sum[n][j], in ? x.sums + at : x.sums, in ? 4 : 0);
+            detail::copy4(&win.x_scale[n][j], in ? x.scales + at : x.scales, in ? 4 : 0);
+            detail::copy4(&win.x_sum[n][j], in ? x.sums + at : x.sums, in ? 4 : 0);
         }
     };
     const auto load_stage = [&](int64_t s, StageT& st) {
@@ -180,7 +166,7 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(Mats))
                 const int mat = i / (kTileRows * kChunks), r = i / kChunks % kTileRows, c = i % kChunks;
                 const int64_t row = m0 + r, word = word0 + 4 * c;
                 const bool live = row < w.rows && word < w.row_words;
-                copy16(&st.w[mat][r][4 * c],
+                detail::copy16(&st.w[mat][r][4 * c],
                        live ? reinterpret_cast<const uint32_t*>(src[mat].data) + row * w.row_words + word : w.data, live ? 16 : 0);
             }
         } else {
@@ -188,7 +174,7 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(Mats))
                 const int mat = i / (kTileRows * kWords), r = i / kWords % kTileRows, wd = i % kWords;
                 const int64_t row = m0 + r, word = word0 + wd;
                 const bool live = row < w.rows && word < w.row_words;
-                copy4(&st.w[mat][r][wd],
+                detail::copy4(&st.w[mat][r][wd],
                       live ? reinterpret_cast<const uint32_t*>(src[mat].data) + row * w.row_words + word : w.data, live ? 4 : 0);
             }
         }
@@ -196,7 +182,7 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(Mats))
         for (int j = 0; j < kInputCopies; ++j) {
             const int i = tid + j * kThreads, part = i % kInputParts;
             const bool live = x_src[j] && k0 + 16 * part < x.padded;
-            copy16(&st.x[i / kInputParts][4 * part], live ? x_src[j] + k0 : x.values, live ? 16 : 0);
+            detail::copy16(&st.x[i / kInputParts][4 * part], live ? x_src[j] + k0 : x.values, live ? 16 : 0);
         }
         if (k0 % (kWindowGroups * w.group_size) == 0) load_window(k0 / (kWindowGroups * w.group_size));
     };
@@ -204,7 +190,7 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(Mats))
     // prologue: the first kStages - 1 stages in flight
     for (int s = 0; s < kStages - 1; ++s) {
         if (s < stages) load_stage(s, ring[s]);
-        commit_copies();
+        detail::commit_copies();
     }
 
     // the parity of this thread's weight rows' first scale index (row * groups): a window's
@@ -251,11 +237,11 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(Mats))
     };
 
     for (int64_t s = 0; s < stages; ++s) {
-        wait_copies<kStages - 2>();
+        detail::wait_copies<kStages - 2>();
         __syncthreads();   // stage s is in shared memory; every thread is done with stage s - 1
         const int64_t ahead = s + kStages - 1;
         if (ahead < stages) load_stage(ahead, ring[ahead % kStages]);
-        commit_copies();
+        detail::commit_copies();
         const StageT& st = ring[s % kStages];
 #pragma unroll
         for (int step = 0; step < kSteps; ++step) {
@@ -285,7 +271,7 @@ __global__ void __launch_bounds__(kThreads, blocks_per_sm(Mats))
             if ((step + 1) % shape.fold_steps == 0) fold((s * kTileCodes + 32 * step) / w.group_size);
         }
     }
-    wait_copies<0>();
+    detail::wait_copies<0>();
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt)
 #pragma unroll

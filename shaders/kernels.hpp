@@ -146,9 +146,10 @@ void combine_experts(float* x, const float* y, const float* weights, int64_t n, 
 
 // Causal grouped-query attention of n query rows q [n, heads * head_dim], row t at position
 // positions[t] (device memory), over k/v caches [context, kv_heads * head_dim] into out
-// [n, heads * head_dim]; window > 0: the last `window` positions only. head_dim 1 to 256.
-// workspace: attention_workspace_bytes of device memory. quantized (may be null): out's
-// quantisation for the next product, made with the merge. CPU reference: attention (blocks.hpp).
+// [n, heads * head_dim]; window > 0: the last `window` positions only. head_dim a multiple
+// of 4 up to 256; q, the caches and the workspace 16-byte aligned. workspace:
+// attention_workspace_bytes of device memory. quantized (may be null): out's quantisation
+// for the next product, made with the merge. CPU reference: attention (blocks.hpp).
 size_t attention_workspace_bytes(int64_t n, int64_t heads, int64_t head_dim, int64_t context);
 void attention(const float* q, const float* k_cache, const float* v_cache, float* out, int64_t n, const int32_t* positions,
                int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t window, int64_t context, float* workspace,

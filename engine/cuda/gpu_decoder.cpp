@@ -55,6 +55,8 @@ std::string what_cuda_lacks(const ModelConfig& c) {
         return concat(to_string(c.family), " layers have no kernels yet");
     for (const LayerDesc& d : c.layers)
         if (d.attention == AttentionKind::linear) return "linear-attention layers have no kernels yet";
+    if (c.head_dim % 4 != 0 || c.head_dim > 256)
+        return concat("head_dim ", c.head_dim, " (the attention kernels take multiples of 4 up to 256)");
     return "";
 }
 

@@ -497,6 +497,13 @@ TEST(CudaGemv, BadInputsAreRefused) {
     EXPECT_THROW(attention(q.as<float>(), cache.as<float>(), cache.as<float>(), out.as<float>(), 1, pos.as<int32_t>(), 2, 1, 64, 0,
                            4, workspace.as<float>(), &narrow, nullptr),
                  moepack::Error);
+    // attention over head_dim not a multiple of 4, or a cache not 16-byte aligned
+    EXPECT_THROW(attention(q.as<float>(), cache.as<float>(), cache.as<float>(), out.as<float>(), 1, pos.as<int32_t>(), 2, 1, 62, 0,
+                           4, workspace.as<float>(), nullptr, nullptr),
+                 moepack::Error);
+    EXPECT_THROW(attention(q.as<float>(), cache.as<float>() + 1, cache.as<float>(), out.as<float>(), 1, pos.as<int32_t>(), 2, 1, 64,
+                           0, 3, workspace.as<float>(), nullptr, nullptr),
+                 moepack::Error);
 }
 
 TEST(CudaBlocks, RmsNormAndSwigluMatchTheCpu) {
