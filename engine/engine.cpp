@@ -90,6 +90,11 @@ Engine::Impl::Impl(const std::string& directory, const EngineOptions& o) : optio
     context.device_misses = o.gpu_misses;
     model = o.backend == Backend::cuda ? cuda.make(context) : make_model(context);
     last_logits.resize(static_cast<size_t>(config.vocab_size));
+    if (o.backend == Backend::cuda) logits_pinned = cuda.pin_host(last_logits.data(), last_logits.size() * sizeof(float));
+}
+
+Engine::Impl::~Impl() {
+    if (logits_pinned) cuda_backend().unpin_host(last_logits.data());
 }
 
 void Engine::Impl::check_tokens(std::span<const int32_t> ids) const {

@@ -18,6 +18,7 @@ namespace moepack::engine {
 
 struct Engine::Impl {
     Impl(const std::string& directory, const EngineOptions& o);
+    ~Impl();
     int64_t position() const { return static_cast<int64_t>(context_tokens.size()); }
     void check_tokens(std::span<const int32_t> ids) const;
     void run(std::span<const int32_t> ids, std::vector<float>* all);
@@ -35,7 +36,8 @@ struct Engine::Impl {
     DeviceCacheStats device;
     std::unique_ptr<Model> model;
     std::vector<int32_t> context_tokens;
-    std::vector<float> last_logits;
+    std::vector<float> last_logits;   // page-locked under the CUDA backend (its size never changes)
+    bool logits_pinned = false;
     bool has_logits = false;
     EngineStats stats;
 };

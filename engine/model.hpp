@@ -92,6 +92,10 @@ struct CudaBackend {
     bool (*available)() = nullptr;                // a CUDA device is present
     bool (*runs)(const ModelConfig& c) = nullptr;  // its graph runs this model
     uint64_t (*free_memory)() = nullptr;          // GPU memory free now; throws without a GPU
+    // Page-locks host memory that the GPU copies into often (the engine's logits), so that
+    // the copies go straight there; false when it cannot (the copies then still work).
+    bool (*pin_host)(void* data, size_t bytes) = nullptr;
+    void (*unpin_host)(void* data) = nullptr;
 };
 void set_cuda_backend(const CudaBackend& backend);
 const CudaBackend& cuda_backend();

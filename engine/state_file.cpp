@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 
@@ -156,7 +157,7 @@ void Engine::Impl::load(const std::string& path) {
     model->context_from_host(static_cast<int64_t>(tokens.size()));
     context_tokens = std::move(tokens);
     if (h.has_logits) {
-        last_logits = std::move(logits);
+        std::copy(logits.begin(), logits.end(), last_logits.begin());   // the same size, in the buffer that may be pinned
         has_logits = true;
     }
 }

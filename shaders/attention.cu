@@ -1,10 +1,10 @@
 // Causal grouped-query attention of n query rows (row t at position positions[t], read from
 // device memory, so that a captured graph serves every token) over the KV cache, split over
 // the context in chunks of kChunk positions (flash-decoding). A block takes one (row, kv
-// head, chunk) and up to kMaxGroupHeads of the query heads sharing that kv head: it copies
-// the chunk's keys, values and the heads' queries into shared memory at once (cp.async: one
-// memory round trip, the values still in flight while the keys are scored); each warp owns
-// one or two of the heads, a lane per position; the warp's shuffles give the chunk's softmax
+// head, chunk) and up to kWarps of the query heads sharing that kv head: it copies the
+// chunk's keys, values and the heads' queries into shared memory at once (cp.async: one
+// memory round trip, the values still in flight while the keys are scored); a warp per
+// head, a lane per position; the warp's shuffles give the chunk's softmax
 // statistics (max, sum of exponentials) and each lane sums the weighted value rows over its
 // columns. A second kernel merges the chunks of each (row, head), a tile of chunk records
 // copied the same way, and, when asked and the head holds whole groups, quantises the
@@ -27,7 +27,6 @@ constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
 constexpr int kChunk = 32;                     // positions per block: a lane each
 constexpr int kMaxHeadDim = 256;
-constexpr int kMaxGroupHeads = 2 * kWarps;     // query heads per block: one or two per warp
 constexpr int kMergeTile = 32;                 // chunk records per merge step
 
 int64_t chunks_of(int64_t context) { return (context + kChunk - 1) / kChunk; }
@@ -38,7 +37,7 @@ __host__ __device__ inline int64_t partial_stride(int64_t head_dim) { return hea
 
 // Query heads per block: the kv head's whole group when it is small, else a divisor of it.
 int64_t heads_per_block(int64_t group) {
-    int64_t g = std::min<int64_t>(group, kMaxGroupHeads);
+    int64_t g = std::min<int64_t>(group, kWarps);
     while (group % g) --g;
     return g;
 }
@@ -55,11 +54,11 @@ __device__ inline Span span_of(int64_t last, int64_t window) {
 }
 
 // attend_chunk's shared memory, in floats: keys [kChunk][D + 4] (the padding spreads a
-// warp's rows over the banks), values [kChunk][D], queries [kMaxGroupHeads][D], weights
-// [kMaxGroupHeads][kChunk].
+// warp's rows over the banks), values [kChunk][D], queries [kWarps][D], weights
+// [kWarps][kChunk].
 __host__ __device__ inline int64_t key_pitch(int64_t D) { return D + 4; }
 __host__ __device__ inline size_t attend_shared_floats(int64_t D) {
-    return static_cast<size_t>(kChunk * key_pitch(D) + kChunk * D + kMaxGroupHeads * D + kMaxGroupHeads * kChunk);
+    return static_cast<size_t>(kChunk * key_pitch(D) + kChunk * D + kWarps * D + kWarps * kChunk);
 }
 
 __device__ inline float4 fma4(float w, float4 v, float4 acc) {
@@ -70,9 +69,9 @@ __device__ inline float dot4(float4 a, float4 b, float acc) {
     return fmaf(a.x, b.x, fmaf(a.y, b.y, fmaf(a.z, b.z, fmaf(a.w, b.w, acc))));
 }
 
-// HeadsPerWarp: 1 or 2 query heads per warp; Vectors: float4 columns per lane (head_dim <=
-// 128 * Vectors). Head j of warp w is the block's head w + kWarps * j.
-template <int HeadsPerWarp, int Vectors>
+// Vectors: float4 columns per lane (head_dim <= 128 * Vectors). Warp w takes the block's
+// head w.
+template <int Vectors>
 __global__ void __launch_bounds__(kThreads)
     attend_chunk(const float* __restrict__ q, const float* __restrict__ k_cache, const float* __restrict__ v_cache,
                  float* __restrict__ partial, const int32_t* __restrict__ positions, int heads, int kv_heads, int D,
@@ -90,8 +89,8 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t h0 = kvh * (heads / kv_heads) + static_cast<int64_t>(blockIdx.z) * group_heads;
     float4* keys = shared;                          // [kChunk][pitch]
     float4* values = keys + kChunk * pitch;         // [kChunk][vectors]
-    float4* queries = values + kChunk * vectors;    // [kMaxGroupHeads][vectors]
-    float* weights = reinterpret_cast<float*>(queries + kMaxGroupHeads * vectors);   // [kMaxGroupHeads][kChunk]
+    float4* queries = values + kChunk * vectors;    // [kWarps][vectors]
+    float* weights = reinterpret_cast<float*>(queries + kWarps * vectors);   // [kWarps][kChunk]
 
     const float* q_rows = q + (t * heads + h0) * D;
     for (int i = threadIdx.x; i < group_heads * vectors; i += kThreads) detail::copy16(queries + i, q_rows + 4 * i, 16);
@@ -111,52 +110,46 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int own = min(HeadsPerWarp, (group_heads - warp + kWarps - 1) / kWarps);   // heads of this warp
-    const auto head_out = [&](int j) { return partial + ((t * heads + h0 + warp + kWarps * j) * chunks + chunk) * stride; };
-    if (own > 0) {
-        float s[HeadsPerWarp] = {};
-        if (lane < count) {
+    const bool has_head = warp < group_heads;
+    float* record = partial + ((t * heads + h0 + warp) * chunks + chunk) * stride;
+    if (has_head) {
+        float s = 0.0f;
+        if (lane < count) {   // two sums in flight (odd and even columns)
             const float4* key = keys + lane * pitch;
-#pragma unroll 8
-            for (int i = 0; i < vectors; ++i) {
-                const float4 k = key[i];
-#pragma unroll
-                for (int j = 0; j < HeadsPerWarp; ++j)
-                    if (j < own) s[j] = dot4(queries[(warp + kWarps * j) * vectors + i], k, s[j]);
+            const float4* query = queries + warp * vectors;
+            float odd = 0.0f;
+#pragma unroll 4
+            for (int i = 0; i + 1 < vectors; i += 2) {
+                s = dot4(query[i], key[i], s);
+                odd = dot4(query[i + 1], key[i + 1], odd);
             }
+            if (vectors % 2) s = dot4(query[vectors - 1], key[vectors - 1], s);
+            s += odd;
         }
-#pragma unroll
-        for (int j = 0; j < HeadsPerWarp; ++j) {
-            float m = lane < count ? s[j] * scale : -INFINITY;
-            for (int offset = 16; offset > 0; offset >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
-            const float e = lane < count ? expf(s[j] * scale - m) : 0.0f;
-            float l = e;
-            for (int offset = 16; offset > 0; offset >>= 1) l += __shfl_xor_sync(0xffffffffu, l, offset);
-            weights[(warp + kWarps * j) * kChunk + lane] = e;
-            if (lane == 0 && j < own) {
-                head_out(j)[D] = m;
-                head_out(j)[D + 1] = l;
-            }
+        float m = lane < count ? s * scale : -INFINITY;
+        for (int offset = 16; offset > 0; offset >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
+        const float e = lane < count ? expf(s * scale - m) : 0.0f;
+        float l = e;
+        for (int offset = 16; offset > 0; offset >>= 1) l += __shfl_xor_sync(0xffffffffu, l, offset);
+        weights[warp * kChunk + lane] = e;
+        if (lane == 0) {
+            record[D] = m;
+            record[D + 1] = l;
         }
     }
     detail::wait_copies<0>();   // values
     __syncthreads();
-    if (own <= 0) return;
-    float4 acc[HeadsPerWarp][Vectors] = {};
+    if (!has_head) return;
+    float4 acc[Vectors] = {};
     for (int p = 0; p < count; ++p) {
+        const float w = weights[warp * kChunk + p];
 #pragma unroll
         for (int r = 0; r < Vectors; ++r)
-            if (lane + 32 * r < vectors) {
-                const float4 v = values[p * vectors + lane + 32 * r];
-#pragma unroll
-                for (int j = 0; j < HeadsPerWarp; ++j) acc[j][r] = fma4(weights[(warp + kWarps * j) * kChunk + p], v, acc[j][r]);
-            }
+            if (lane + 32 * r < vectors) acc[r] = fma4(w, values[p * vectors + lane + 32 * r], acc[r]);
     }
 #pragma unroll
-    for (int j = 0; j < HeadsPerWarp; ++j)
-#pragma unroll
-        for (int r = 0; r < Vectors; ++r)
-            if (j < own && lane + 32 * r < vectors) reinterpret_cast<float4*>(head_out(j))[lane + 32 * r] = acc[j][r];
+    for (int r = 0; r < Vectors; ++r)
+        if (lane + 32 * r < vectors) reinterpret_cast<float4*>(record)[lane + 32 * r] = acc[r];
 }
 
 // out [n, heads * D] from the chunks' partial results: one block per (row, head), the
@@ -239,11 +232,10 @@ void attention(const float* q, const float* k_cache, const float* v_cache, float
     if (chunks > 65535 || n * kv_heads > 2147483647) fail("attention: a context of ", context, " positions in one launch");
     const float scale = 1.0f / sqrtf(static_cast<float>(head_dim));
     const dim3 grid(static_cast<unsigned>(n * kv_heads), static_cast<unsigned>(chunks), static_cast<unsigned>(heads / kv_heads / group));
-    const bool two_heads = group > kWarps, wide = head_dim > 128;
-    auto* kernel = two_heads ? (wide ? attend_chunk<2, 2> : attend_chunk<2, 1>) : (wide ? attend_chunk<1, 2> : attend_chunk<1, 1>);
-    static const cudaError_t allowed = [] {   // every instance may take the largest head's shared memory
+    auto* kernel = head_dim > 128 ? attend_chunk<2> : attend_chunk<1>;
+    static const cudaError_t allowed = [] {   // both instances may take the largest head's shared memory
         const int most = static_cast<int>(attend_shared_floats(kMaxHeadDim) * sizeof(float));
-        for (auto* k : {attend_chunk<1, 1>, attend_chunk<1, 2>, attend_chunk<2, 1>, attend_chunk<2, 2>})
+        for (auto* k : {attend_chunk<1>, attend_chunk<2>})
             if (const cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, most); e != cudaSuccess)
                 return e;
         return cudaSuccess;

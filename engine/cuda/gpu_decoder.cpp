@@ -168,7 +168,6 @@ void GpuDecoder::allocate_activations() {
                                         "attention workspace");
     io_ = DeviceMemory(2 * sizeof(int32_t), "token and position");
     io_host_ = PinnedMemory(2 * sizeof(int32_t), "token and position (host)");
-    logits_host_ = PinnedMemory(static_cast<size_t>(c_.vocab_size) * sizeof(float), "logits (host)");
 
     h_in_ = VectorInput(h_, 1, H);
     attn_in_ = VectorInput(attn_, 1, q_dim_);
@@ -261,19 +260,23 @@ void GpuDecoder::enqueue_token(bool logits) {
     if (!logits) return;
     h_in_.normalize(x_, final_norm_, eps_, stream_);
     products({{head_, logits_}}, h_in_, GemvOutput::store);
-    check_cuda(cudaMemcpyAsync(logits_host_.get(), logits_, static_cast<size_t>(c_.vocab_size) * 4, cudaMemcpyDeviceToHost, stream_),
-               "logits");
 }
 
-void GpuDecoder::run_token(bool logits) {
+void GpuDecoder::run_token(float* logits) {
     ctx_.times.weight_bytes += token_weight_bytes_;
+    const bool wanted = logits != nullptr;
     if (use_graphs_ && !streaming_) {   // streaming waits for each layer's routing: no graph
-        CapturedGraph& graph = graphs_[logits ? 1 : 0];
-        if (!graph.ready()) graph.capture(stream_, [&] { enqueue_token(logits); });
+        CapturedGraph& graph = graphs_[wanted ? 1 : 0];
+        if (!graph.ready()) graph.capture(stream_, [&] { enqueue_token(wanted); });
         graph.launch(stream_);
     } else {
-        enqueue_token(logits);
+        enqueue_token(wanted);
     }
+    // after the graph: the destination changes from call to call (no host-side copy after)
+    if (wanted)
+        check_cuda(cudaMemcpyAsync(logits, logits_, static_cast<size_t>(c_.vocab_size) * sizeof(float), cudaMemcpyDeviceToHost,
+                                   stream_),
+                   "logits");
     check_cuda(cudaStreamSynchronize(stream_), "forward");
 }
 
@@ -290,10 +293,7 @@ void GpuDecoder::forward(std::span<const int32_t> tokens, int64_t position, bool
         const bool wanted = all_logits || t == n - 1;
         io[0] = id;
         io[1] = static_cast<int32_t>(position + t);
-        run_token(wanted);
-        if (wanted)
-            std::memcpy(logits + (all_logits ? t * c_.vocab_size : 0), logits_host_.get(),
-                        static_cast<size_t>(c_.vocab_size) * sizeof(float));
+        run_token(wanted ? logits + (all_logits ? t * c_.vocab_size : 0) : nullptr);
     }
 }
 
@@ -328,8 +328,20 @@ uint64_t free_gpu_memory() {
     return free;
 }
 
+// A refusal is not an error here; it is cleared so that no later launch check reports it.
+bool pin_host(void* data, size_t bytes) {
+    if (cudaHostRegister(data, bytes, cudaHostRegisterDefault) == cudaSuccess) return true;
+    cudaGetLastError();
+    return false;
+}
+void unpin_host(void* data) {
+    if (cudaHostUnregister(data) != cudaSuccess) cudaGetLastError();
+}
+
 }  // namespace
 
-void register_cuda_backend() { engine::set_cuda_backend({make_gpu_decoder, cuda_available, runs_on_cuda, free_gpu_memory}); }
+void register_cuda_backend() {
+    engine::set_cuda_backend({make_gpu_decoder, cuda_available, runs_on_cuda, free_gpu_memory, pin_host, unpin_host});
+}
 
 }  // namespace moepack::cuda

@@ -54,7 +54,9 @@ private:
     void rows_product(const DeviceMatrix& w, VectorInput& in, int64_t n, float* y, GemvOutput output);
     void upload_weights();
     void allocate_activations();
-    void run_token(bool logits);        // the token and position in io_host_; logits to logits_host_
+    // the token and position in io_host_; its logits [vocab] copied to `logits` (host memory,
+    // straight there when it is page-locked) unless null
+    void run_token(float* logits);
     void enqueue_token(bool logits);    // what one token puts on the stream (captured as a graph)
     void attention_block(const Layer& l, int64_t layer);
     void moe_block(const Layer& l, int64_t layer);
@@ -83,7 +85,7 @@ private:
     cudaStream_t stream_ = nullptr;
     DeviceMemory weights_, kv_, scratch_, inv_freq_, io_, attention_workspace_;
     std::unique_ptr<GpuExpertCache> experts_;
-    PinnedMemory io_host_, logits_host_;     // [token, position]; [vocab]
+    PinnedMemory io_host_;                   // [token, position]
     DeviceMatrix embed_, head_;
     const float* final_norm_ = nullptr;
     RopeTable rope_;
