@@ -41,6 +41,27 @@ public:
     DeviceMemory(size_t bytes, const char* what);
 };
 
+// One device allocation carved into float arrays, each 16 bytes aligned (the kernels' vector
+// loads and copies): layout(take) takes every array in turn, float* take(int64_t count); it
+// runs once to size the allocation and once to hand out the pointers.
+template <typename Layout>
+DeviceMemory carve_floats(Layout layout, const char* what) {
+    const auto padded = [](int64_t count) { return (count + 3) / 4 * 4; };
+    int64_t floats = 0;
+    layout([&](int64_t count) {
+        floats += padded(count);
+        return static_cast<float*>(nullptr);
+    });
+    DeviceMemory memory(static_cast<size_t>(floats) * sizeof(float), what);
+    float* next = memory.get<float>();
+    layout([&](int64_t count) {
+        float* array = next;
+        next += padded(count);
+        return array;
+    });
+    return memory;
+}
+
 // Page-locked host memory (the target of asynchronous copies and of captured graphs' copies).
 class PinnedMemory : public OwnedMemory<cudaFreeHost> {
 public:

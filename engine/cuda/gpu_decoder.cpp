@@ -157,13 +157,13 @@ void GpuDecoder::allocate_activations() {
     const int64_t H = c_.hidden_size, E = c_.num_experts, K = c_.experts_per_token;
     kv_ = DeviceMemory(static_cast<size_t>(2 * c_.num_layers * ctx_.kv.context() * kv_dim_) * sizeof(float), "the KV cache");
     const int64_t I = c_.expert_intermediate_size, F = c_.intermediate_size;
-    const int64_t floats = 2 * H + 2 * q_dim_ + 2 * kv_dim_ + E + K * I + K + K + 2 * F + c_.vocab_size;
-    scratch_ = DeviceMemory(static_cast<size_t>(floats) * sizeof(float), "activations");
-    float* p = scratch_.get<float>();
-    auto take = [&](int64_t n) { float* r = p; p += n; return r; };
-    x_ = take(H), h_ = take(H), q_ = take(q_dim_), k_ = take(kv_dim_), v_ = take(kv_dim_), attn_ = take(q_dim_);
-    router_logits_ = take(E), act_ = take(K * I), ew_ = take(K), dg_ = take(F), du_ = take(F), logits_ = take(c_.vocab_size);
-    ids_ = reinterpret_cast<int32_t*>(take(K));
+    scratch_ = carve_floats(
+        [&](auto take) {
+            x_ = take(H), h_ = take(H), q_ = take(q_dim_), k_ = take(kv_dim_), v_ = take(kv_dim_), attn_ = take(q_dim_);
+            router_logits_ = take(E), act_ = take(K * I), ew_ = take(K), dg_ = take(F), du_ = take(F);
+            logits_ = take(c_.vocab_size), ids_ = reinterpret_cast<int32_t*>(take(K));
+        },
+        "activations");
     attention_workspace_ = DeviceMemory(attention_workspace_bytes(1, c_.num_heads, c_.head_dim, ctx_.kv.context()),
                                         "attention workspace");
     io_ = DeviceMemory(2 * sizeof(int32_t), "token and position");

@@ -31,13 +31,14 @@ void GpuDecoder::allocate_prompt() {
     const bool dense = std::any_of(layers_.begin(), layers_.end(), [](const Layer& l) { return !l.moe; });
     const int64_t F = dense ? c_.intermediate_size : 0;
     p->rows = R;
-    const int64_t floats = R * (2 * H + 2 * q_dim_ + 2 * kv_dim_ + E + K + K * I + K * H + 2 * F) + c_.vocab_size;
-    p->floats = DeviceMemory(static_cast<size_t>(floats) * sizeof(float), "prompt activations");
-    float* f = p->floats.get<float>();
-    auto take = [&](int64_t n) { float* r = f; f += n; return r; };
-    p->x = take(R * H), p->h = take(R * H), p->q = take(R * q_dim_), p->attn = take(R * q_dim_);
-    p->k = take(R * kv_dim_), p->v = take(R * kv_dim_), p->router_logits = take(R * E), p->ew = take(R * K);
-    p->act = take(R * K * I), p->y = take(R * K * H), p->dg = take(R * F), p->du = take(R * F), p->logits = take(c_.vocab_size);
+    p->floats = carve_floats(
+        [&](auto take) {
+            p->x = take(R * H), p->h = take(R * H), p->q = take(R * q_dim_), p->attn = take(R * q_dim_);
+            p->k = take(R * kv_dim_), p->v = take(R * kv_dim_), p->router_logits = take(R * E), p->ew = take(R * K);
+            p->act = take(R * K * I), p->y = take(R * K * H), p->dg = take(R * F), p->du = take(R * F);
+            p->logits = take(c_.vocab_size);
+        },
+        "prompt activations");
     p->ints = DeviceMemory(static_cast<size_t>(2 * R + R * K + E + 1 + R * K + E + 1) * sizeof(int32_t), "prompt indices");
     int32_t* i = p->ints.get<int32_t>();
     p->tokens = i, p->positions = i + R, p->ids = i + 2 * R, p->offsets = i + 2 * R + R * K, p->order = p->offsets + E + 1;
