@@ -119,6 +119,17 @@ void swiglu(const float* gate, const float* up, float* out, int64_t count) {
     for (int64_t i = 0; i < count; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 
+void split_gated_q(const float* q_gate, float* q, float* gate, int64_t n, int64_t heads, int64_t head_dim) {
+    for (int64_t head = 0; head < n * heads; ++head) {   // over rows and heads alike
+        std::copy_n(q_gate + 2 * head * head_dim, head_dim, q + head * head_dim);
+        std::copy_n(q_gate + (2 * head + 1) * head_dim, head_dim, gate + head * head_dim);
+    }
+}
+
+void apply_output_gate(float* out, const float* gate, int64_t count) {
+    for (int64_t i = 0; i < count; ++i) out[i] *= 1.0f / (1.0f + std::exp(-gate[i]));
+}
+
 void route(const RoutingConfig& routing, const float* logits, int64_t num_experts, int64_t k, Routed* out) {
     std::vector<int32_t> order(static_cast<size_t>(num_experts));
     std::iota(order.begin(), order.end(), 0);

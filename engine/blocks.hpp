@@ -46,6 +46,11 @@ void attention(ThreadPool& pool, const float* q, const float* k_cache, const flo
 // out[i] = silu(gate[i]) * up[i] for `count` values.
 void swiglu(const float* gate, const float* up, float* out, int64_t count);
 
+// Gated attention (q_proj yields [q | gate] per head): q_gate [n, heads, 2, head_dim] split
+// into q and gate [n, heads * head_dim]; after attention out[i] *= sigmoid(gate[i]).
+void split_gated_q(const float* q_gate, float* q, float* gate, int64_t n, int64_t heads, int64_t head_dim);
+void apply_output_gate(float* out, const float* gate, int64_t count);
+
 // Expert choice of one token: experts_per_token (expert, weight) pairs.
 struct Routed {
     int32_t expert;

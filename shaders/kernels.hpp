@@ -96,8 +96,17 @@ inline constexpr int kMaxNormQuantizations = 3;
 void rms_norm_quantized(const float* x, float* out, int64_t n, int64_t dim, const float* weight, float eps,
                         const QuantizedInput* quantized, int count, cudaStream_t stream);
 
-// out[i] = silu(gate[i]) * up[i] for count values. CPU reference: swiglu (blocks.hpp).
-void swiglu(const float* gate, const float* up, float* out, int64_t count, cudaStream_t stream);
+// out[t, i] = silu(gate[t, i]) * up[t, i] for rows of width values, each row also scaled by
+// sigmoid(row_gates[t]) when row_gates (device memory, [rows]) is given. CPU reference:
+// swiglu (blocks.hpp).
+void swiglu(const float* gate, const float* up, float* out, int64_t rows, int64_t width, const float* row_gates,
+            cudaStream_t stream);
+
+// Gated attention: q_gate [n, heads, 2, head_dim] ([q | gate] per head) split into q and
+// gate [n, heads * head_dim]; out[i] *= sigmoid(gate[i]) after attention. CPU references:
+// split_gated_q, apply_output_gate (blocks.hpp).
+void split_gated_q(const float* q_gate, float* q, float* gate, int64_t n, int64_t heads, int64_t head_dim, cudaStream_t stream);
+void apply_output_gate(float* out, const float* gate, int64_t count, cudaStream_t stream);
 
 // The RoPE table of a model: rotary_dim / 2 inverse frequencies in device memory.
 struct RopeTable {

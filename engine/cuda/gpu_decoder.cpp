@@ -1,4 +1,4 @@
-// The decoder of qwen3_moe, mixtral and olmoe on the GPU: the dense weights resident in GPU
+// The decoder of qwen3_moe, mixtral, olmoe, qwen3_next and qwen3_5_moe on the GPU: the dense weights resident in GPU
 // memory (weights.bin uploaded whole), the routed experts too when they fit (else a cache of
 // them: gpu_expert_cache.hpp, gpu_streamed_experts.cpp), the KV cache in GPU memory, tokens
 // run one at a time. With every expert resident a token is one CUDA graph (captured
@@ -9,8 +9,8 @@
 // the router, top-k on the GPU and the chosen experts (gate and up with SwiGLU in one
 // launch, down and the weighted sum into the residual in another, the expert ids read on
 // the GPU); the head's logits come down at the end. Affine products read int8-quantised
-// inputs (VectorInput). The CPU graph (models/decoder.cpp) is the reference; linear
-// attention, gated attention and shared experts are refused until their kernels exist.
+// inputs (VectorInput). Gated attention, Gated DeltaNet layers and the gated shared expert
+// are steps of gpu_hybrid_layers.cpp. The CPU graph (models/decoder.cpp) is the reference.
 #include "cuda/gpu_decoder.hpp"
 
 #include <cuda_runtime_api.h>
@@ -48,13 +48,28 @@ bool graphs_enabled() {
     return !(v && std::strcmp(v, "0") == 0);
 }
 
+DeltaRuleDims delta_rule_of(const ModelConfig& c) {
+    return {c.linear.num_key_heads, c.linear.num_value_heads, c.linear.key_head_dim, c.linear.value_head_dim,
+            static_cast<float>(c.rms_norm_eps)};
+}
+
+bool has_linear_layers(const ModelConfig& c) {
+    return std::any_of(c.layers.begin(), c.layers.end(), [](const LayerDesc& d) { return d.attention == AttentionKind::linear; });
+}
+
 // Why the graph cannot run a model ("" when it can).
 std::string what_cuda_lacks(const ModelConfig& c) {
-    if (c.attention != AttentionType::gqa || c.attention_bias || c.num_shared_experts > 0 ||
+    if ((c.attention != AttentionType::gqa && c.attention != AttentionType::gated_gqa) || c.attention_bias ||
         c.activation != Activation::swiglu || c.expert_bias)
         return concat(to_string(c.family), " layers have no kernels yet");
+    if (c.num_shared_experts > 1 || (c.num_shared_experts == 1 && !c.shared_expert_gated))
+        return "shared experts other than one gated shared expert have no kernels yet";
+    const DeltaRuleDims delta = delta_rule_of(c);
     for (const LayerDesc& d : c.layers)
-        if (d.attention == AttentionKind::linear) return "linear-attention layers have no kernels yet";
+        if (d.attention == AttentionKind::linear && !gated_deltanet_recur_supports(delta))
+            return concat("linear attention with ", delta.nk, " key and ", delta.nv, " value heads of ", delta.dk, " and ",
+                          delta.dv, " values (the delta-rule kernel takes value heads up to 256 wide and S within a block's "
+                          "shared memory)");
     if (c.head_dim % 4 != 0 || c.head_dim > 256)
         return concat("head_dim ", c.head_dim, " (the attention kernels take multiples of 4 up to 256)");
     return "";
@@ -72,9 +87,15 @@ constexpr size_t kRateProbeBytes = 256u << 20;
 
 GpuDecoder::GpuDecoder(const engine::ModelContext& ctx)
     : ctx_(ctx), c_(ctx.config), q_dim_(c_.num_heads * c_.head_dim), kv_dim_(c_.num_kv_heads * c_.head_dim),
-      eps_(static_cast<float>(c_.rms_norm_eps)), use_graphs_(graphs_enabled()) {
+      eps_(static_cast<float>(c_.rms_norm_eps)), gated_(c_.attention == AttentionType::gated_gqa), use_graphs_(graphs_enabled()) {
     const std::string unsupported = what_cuda_lacks(c_);
-    if (!unsupported.empty()) fail("the CUDA backend runs qwen3_moe, mixtral and olmoe models so far: ", unsupported);
+    if (!unsupported.empty())
+        fail("the CUDA backend runs qwen3_moe, mixtral, olmoe, qwen3_next and qwen3_5_moe models so far: ", unsupported);
+    if (has_linear_layers(c_)) {
+        delta_rule_ = delta_rule_of(c_);
+        linear_width_ = delta_rule_.nv * delta_rule_.dv;
+        linear_channels_ = 2 * delta_rule_.nk * delta_rule_.dk + linear_width_;
+    }
     if (!cuda_available()) fail("CUDA backend: no CUDA device is available");
     stream_owner_ = std::make_unique<Stream>();
     stream_ = *stream_owner_;
@@ -82,13 +103,15 @@ GpuDecoder::GpuDecoder(const engine::ModelContext& ctx)
     ctx_.device.host_to_device_bytes_s = host_to_device_rate(kRateProbeBytes);
     ctx_.device.device_memory_bytes_s = device_memory_rate(kRateProbeBytes);
     upload_weights();
+    allocate_recurrent_states();
     allocate_activations();
     allocate_streaming();
     allocate_prompt();
 }
 
 void GpuDecoder::upload_weights() {
-    const int64_t H = c_.hidden_size, E = c_.num_experts;
+    const int64_t H = c_.hidden_size, E = c_.num_experts, S = c_.shared_expert_intermediate_size;
+    const int64_t C = linear_channels_, V = linear_width_, nv = delta_rule_.nv;
     // weights.bin, whole: each tensor keeps its offset
     const engine::DenseWeights& w = ctx_.weights;
     const std::byte* host_base = w.base();
@@ -115,16 +138,28 @@ void GpuDecoder::upload_weights() {
         Layer ly;
         ly.input_norm = vec(w.vector(layer_name(l, "input_layernorm.weight"), H));
         ly.post_norm = vec(w.vector(layer_name(l, "post_attention_layernorm.weight"), H));
-        ly.q = on_device(w.matrix(layer_name(l, "self_attn.q_proj.weight"), q_dim_, H));
-        ly.k = on_device(w.matrix(layer_name(l, "self_attn.k_proj.weight"), kv_dim_, H));
-        ly.v = on_device(w.matrix(layer_name(l, "self_attn.v_proj.weight"), kv_dim_, H));
-        ly.o = on_device(w.matrix(layer_name(l, "self_attn.o_proj.weight"), H, q_dim_));
-        if (c_.qk_norm == QkNorm::per_head) {
-            ly.q_norm = vec(w.vector(layer_name(l, "self_attn.q_norm.weight"), c_.head_dim));
-            ly.k_norm = vec(w.vector(layer_name(l, "self_attn.k_norm.weight"), c_.head_dim));
-        } else if (c_.qk_norm == QkNorm::full_width) {
-            ly.q_norm = vec(w.vector(layer_name(l, "self_attn.q_norm.weight"), q_dim_));
-            ly.k_norm = vec(w.vector(layer_name(l, "self_attn.k_norm.weight"), kv_dim_));
+        ly.linear = c_.layers[static_cast<size_t>(l)].attention == AttentionKind::linear;
+        if (ly.linear) {   // Gated DeltaNet: the weights engine/models/gated_deltanet.cpp binds
+            ly.in_qkv = on_device(w.matrix(layer_name(l, "linear_attn.in_proj_qkv.weight"), C, H));
+            ly.in_z = on_device(w.matrix(layer_name(l, "linear_attn.in_proj_z.weight"), V, H));
+            ly.in_b = on_device(w.matrix(layer_name(l, "linear_attn.in_proj_b.weight"), nv, H));
+            ly.in_a = on_device(w.matrix(layer_name(l, "linear_attn.in_proj_a.weight"), nv, H));
+            ly.out_proj = on_device(w.matrix(layer_name(l, "linear_attn.out_proj.weight"), H, V));
+            ly.conv = vec(w.values(layer_name(l, "linear_attn.conv1d.weight"), {C, c_.linear.conv_kernel}));
+            ly.a_log = vec(w.vector(layer_name(l, "linear_attn.A_log"), nv));
+            ly.dt_bias = vec(w.vector(layer_name(l, "linear_attn.dt_bias"), nv));
+            ly.linear_norm = vec(w.vector(layer_name(l, "linear_attn.norm.weight"), delta_rule_.dv));
+            token_weight_bytes_ += 2 * static_cast<uint64_t>(nv * delta_rule_.dk * delta_rule_.dv) * sizeof(float);   // S
+        } else {
+            ly.q = on_device(w.matrix(layer_name(l, "self_attn.q_proj.weight"), gated_ ? 2 * q_dim_ : q_dim_, H));
+            ly.k = on_device(w.matrix(layer_name(l, "self_attn.k_proj.weight"), kv_dim_, H));
+            ly.v = on_device(w.matrix(layer_name(l, "self_attn.v_proj.weight"), kv_dim_, H));
+            ly.o = on_device(w.matrix(layer_name(l, "self_attn.o_proj.weight"), H, q_dim_));
+            if (c_.qk_norm != QkNorm::none) {
+                const bool per_head = c_.qk_norm == QkNorm::per_head;
+                ly.q_norm = vec(w.vector(layer_name(l, "self_attn.q_norm.weight"), per_head ? c_.head_dim : q_dim_));
+                ly.k_norm = vec(w.vector(layer_name(l, "self_attn.k_norm.weight"), per_head ? c_.head_dim : kv_dim_));
+            }
         }
         ly.moe = c_.layers[static_cast<size_t>(l)].ffn == FfnKind::moe;
         if (ly.moe) {
@@ -139,6 +174,13 @@ void GpuDecoder::upload_weights() {
             ly.up = record(layout.up_offset, layout.up);
             ly.down = record(layout.down_offset, layout.down);
             ly.blocks = experts_->blocks(l);
+            ly.shared = c_.num_shared_experts == 1;
+            if (ly.shared) {
+                ly.shared_gate = on_device(w.matrix(layer_name(l, "mlp.shared_expert.gate_proj.weight"), S, H));
+                ly.shared_up = on_device(w.matrix(layer_name(l, "mlp.shared_expert.up_proj.weight"), S, H));
+                ly.shared_down = on_device(w.matrix(layer_name(l, "mlp.shared_expert.down_proj.weight"), H, S));
+                ly.shared_score = on_device(w.matrix(layer_name(l, "mlp.shared_expert_gate.weight"), 1, H));
+            }
         } else {
             ly.gate = on_device(w.matrix(layer_name(l, "mlp.gate_proj.weight"), c_.intermediate_size, H));
             ly.up = on_device(w.matrix(layer_name(l, "mlp.up_proj.weight"), c_.intermediate_size, H));
@@ -162,6 +204,7 @@ void GpuDecoder::allocate_activations() {
             x_ = take(H), h_ = take(H), q_ = take(q_dim_), k_ = take(kv_dim_), v_ = take(kv_dim_), attn_ = take(q_dim_);
             router_logits_ = take(E), act_ = take(K * I), ew_ = take(K), dg_ = take(F), du_ = take(F);
             logits_ = take(c_.vocab_size), ids_ = reinterpret_cast<int32_t*>(take(K));
+            take_hybrid(hybrid_, take, 1);
         },
         "activations");
     attention_workspace_ = DeviceMemory(attention_workspace_bytes(1, c_.num_heads, c_.head_dim, ctx_.kv.context()),
@@ -174,9 +217,12 @@ void GpuDecoder::allocate_activations() {
     act_in_ = VectorInput(act_, K, I);
     dense_act_in_ = VectorInput(dg_, 1, F);
     h_in_.serve(head_);
+    serve_hybrid(hybrid_, h_in_);
     for (const Layer& l : layers_) {
-        for (const DeviceMatrix* m : {&l.q, &l.k, &l.v}) h_in_.serve(*m);
-        attn_in_.serve(l.o);
+        if (!l.linear) {
+            for (const DeviceMatrix* m : {&l.q, &l.k, &l.v}) h_in_.serve(*m);
+            attn_in_.serve(l.o);
+        }
         if (l.moe) {
             h_in_.serve(l.router);
             h_in_.serve(l.gate);
@@ -197,7 +243,7 @@ void GpuDecoder::products(std::initializer_list<GemvProduct> list, VectorInput& 
         while (end != list.end() && end - p < kMaxGemvProducts && end->w.format == p->w.format && end->w.bits == p->w.bits &&
                end->w.group_size == p->w.group_size)
             ++end;
-        in.prepare(p->w, stream_);
+        in.prepare(p->w, stream_, 1);
         gemv(p, static_cast<int>(end - p), in(p->w), 1, output, stream_);
         p = end;
     }
@@ -206,8 +252,8 @@ void GpuDecoder::products(std::initializer_list<GemvProduct> list, VectorInput& 
 void GpuDecoder::attention_block(const Layer& l, int64_t layer) {
     const int64_t D = c_.head_dim;
     const int32_t* position = io_.get<int32_t>() + 1;
-    h_in_.normalize(x_, l.input_norm, eps_, stream_);
-    products({{l.q, q_}, {l.k, k_}, {l.v, v_}}, h_in_, GemvOutput::store);
+    products({{l.q, gated_ ? hybrid_.q_gate : q_}, {l.k, k_}, {l.v, v_}}, h_in_, GemvOutput::store);
+    if (gated_) split_gated_q(hybrid_.q_gate, q_, hybrid_.gate, 1, c_.num_heads, D, stream_);
     const bool per_head = c_.qk_norm == QkNorm::per_head;
     if (c_.qk_norm == QkNorm::full_width) {
         rms_norm(q_, q_, 1, q_dim_, l.q_norm, eps_, stream_);
@@ -219,15 +265,19 @@ void GpuDecoder::attention_block(const Layer& l, int64_t layer) {
                        per_head ? l.k_norm : nullptr, eps_, rope_, position, kc, vc, stream_);
     const int64_t window =
         c_.layers[static_cast<size_t>(layer)].attention == AttentionKind::sliding ? c_.sliding_window : 0;
+    // the output's quantisation made by the attention launch, unless a gate scales it after
     attention(q_, kc, vc, attn_, 1, position, c_.num_heads, c_.num_kv_heads, D, window, ctx_.kv.context(),
-              attention_workspace_.get<float>(), attn_in_.produce(l.o), stream_);
+              attention_workspace_.get<float>(), gated_ ? nullptr : attn_in_.produce(l.o), stream_);
+    if (gated_) {
+        apply_output_gate(attn_, hybrid_.gate, q_dim_, stream_);
+        attn_in_.changed();
+    }
     products({{l.o, x_}}, attn_in_, GemvOutput::add);
-    h_in_.normalize(x_, l.post_norm, eps_, stream_);
 }
 
 void GpuDecoder::dense_block(const Layer& l) {
     products({{l.gate, dg_}, {l.up, du_}}, h_in_, GemvOutput::store);
-    swiglu(dg_, du_, dg_, c_.intermediate_size, stream_);
+    swiglu(dg_, du_, dg_, 1, c_.intermediate_size, nullptr, stream_);
     dense_act_in_.changed();
     products({{l.down, x_}}, dense_act_in_, GemvOutput::add);
 }
@@ -238,12 +288,16 @@ void GpuDecoder::moe_block(const Layer& l, int64_t layer) {
     route(router_logits_, 1, E, K,
           c_.routing.function == RoutingFunction::softmax_topk ? RouteFunction::softmax_topk : RouteFunction::topk_softmax,
           c_.routing.normalize_topk, static_cast<float>(c_.routing.scaling_factor), ids_, ew_, stream_);
-    if (streaming_) return streamed_token_experts(l, layer);
-    h_in_.prepare(l.gate, stream_);
-    expert_gate_up(l.gate, l.up, l.blocks, ids_, K, h_in_(l.gate), act_, stream_);
-    act_in_.changed();
-    act_in_.prepare(l.down, stream_);
-    expert_down_add(l.down, l.blocks, ids_, ew_, K, act_in_(l.down), x_, stream_);
+    if (streaming_) {
+        streamed_token_experts(l, layer);
+    } else {
+        h_in_.prepare(l.gate, stream_);
+        expert_gate_up(l.gate, l.up, l.blocks, ids_, K, h_in_(l.gate), act_, stream_);
+        act_in_.changed();
+        act_in_.prepare(l.down, stream_);
+        expert_down_add(l.down, l.blocks, ids_, ew_, K, act_in_(l.down), x_, stream_);
+    }
+    if (l.shared) shared_expert(l, 1, hybrid_, h_in_, x_);
 }
 
 void GpuDecoder::enqueue_token(bool logits) {
@@ -251,7 +305,12 @@ void GpuDecoder::enqueue_token(bool logits) {
     embed_rows(embed_, io_.get<int32_t>(), 1, x_, stream_);
     for (int64_t l = 0; l < c_.num_layers; ++l) {
         const Layer& ly = layers_[static_cast<size_t>(l)];
-        attention_block(ly, l);
+        h_in_.normalize(x_, ly.input_norm, eps_, stream_);
+        if (ly.linear)
+            linear_attention_block(ly, 1, hybrid_, h_in_, x_);
+        else
+            attention_block(ly, l);
+        h_in_.normalize(x_, ly.post_norm, eps_, stream_);
         if (ly.moe)
             moe_block(ly, l);
         else
@@ -286,6 +345,7 @@ void GpuDecoder::forward(std::span<const int32_t> tokens, int64_t position, bool
         fail("CUDA: positions ", position, " to ", position + n, " do not fit a context of ", ctx_.kv.context());
     for (const int32_t id : tokens)
         if (id < 0 || id >= c_.vocab_size) fail("token id ", id, " is outside the vocabulary of ", c_.vocab_size);
+    if (position == 0) clear_recurrent_states();   // a new context: the linear layers start from zero
     if (n > 1 && prompt_) return run_prompt(tokens, position, all_logits, logits);
     auto* io = io_host_.get<int32_t>();
     for (int64_t t = 0; t < n; ++t) {
@@ -297,9 +357,16 @@ void GpuDecoder::forward(std::span<const int32_t> tokens, int64_t position, bool
     }
 }
 
+// A linear layer keeps its recurrent state where an attention layer keeps its keys and values.
 void GpuDecoder::context_to_host(int64_t positions) {
     const size_t bytes = static_cast<size_t>(positions * kv_dim_) * 4;
+    const size_t state_bytes = static_cast<size_t>(ctx_.kv.recurrent_floats()) * sizeof(float);
     for (int64_t l = 0; l < c_.num_layers; ++l) {
+        const Layer& ly = layers_[static_cast<size_t>(l)];
+        if (ly.linear) {
+            check_cuda(cudaMemcpy(ctx_.kv.recurrent(l), ly.state, state_bytes, cudaMemcpyDeviceToHost), "saving a recurrent state");
+            continue;
+        }
         check_cuda(cudaMemcpy(ctx_.kv.keys(l), kv(l, 0), bytes, cudaMemcpyDeviceToHost), "saving the KV cache");
         check_cuda(cudaMemcpy(ctx_.kv.values(l), kv(l, 1), bytes, cudaMemcpyDeviceToHost), "saving the KV cache");
     }
@@ -307,7 +374,13 @@ void GpuDecoder::context_to_host(int64_t positions) {
 
 void GpuDecoder::context_from_host(int64_t positions) {
     const size_t bytes = static_cast<size_t>(positions * kv_dim_) * 4;
+    const size_t state_bytes = static_cast<size_t>(ctx_.kv.recurrent_floats()) * sizeof(float);
     for (int64_t l = 0; l < c_.num_layers; ++l) {
+        const Layer& ly = layers_[static_cast<size_t>(l)];
+        if (ly.linear) {
+            check_cuda(cudaMemcpy(ly.state, ctx_.kv.recurrent(l), state_bytes, cudaMemcpyHostToDevice), "loading a recurrent state");
+            continue;
+        }
         check_cuda(cudaMemcpy(kv(l, 0), ctx_.kv.keys(l), bytes, cudaMemcpyHostToDevice), "loading the KV cache");
         check_cuda(cudaMemcpy(kv(l, 1), ctx_.kv.values(l), bytes, cudaMemcpyHostToDevice), "loading the KV cache");
     }

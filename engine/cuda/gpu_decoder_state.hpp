@@ -1,6 +1,7 @@
-// The CUDA backend's decoder (qwen3_moe, mixtral, olmoe): its state and steps, shared by
-// gpu_decoder.cpp (set-up and the one-token graph) and gpu_prompt.cpp (prompts in batches
-// through the tensor-core products).
+// The CUDA backend's decoder (qwen3_moe, mixtral, olmoe, qwen3_next, qwen3_5_moe): its state
+// and steps, shared by gpu_decoder.cpp (set-up and the one-token graph), gpu_prompt.cpp
+// (prompts in batches through the tensor-core products) and gpu_hybrid_layers.cpp (gated
+// attention, Gated DeltaNet layers, the gated shared expert).
 #pragma once
 
 #include <initializer_list>
@@ -19,10 +20,27 @@ namespace moepack::cuda {
 
 struct Layer {
     const float *input_norm = nullptr, *post_norm = nullptr, *q_norm = nullptr, *k_norm = nullptr;   // device
-    DeviceMatrix q, k, v, o;
+    DeviceMatrix q, k, v, o;               // full attention; q [Nq * D, H], [Nq * 2 * D, H] when gated
+    bool linear = false;                   // a Gated DeltaNet layer:
+    // in_proj_qkv [C, H], in_proj_z [V, H], in_proj_b / in_proj_a [nv, H], out_proj [H, V]
+    // (C = 2 nk dk + nv dv channels, V = nv dv)
+    DeviceMatrix in_qkv, in_z, in_b, in_a, out_proj;
+    const float *conv = nullptr, *a_log = nullptr, *dt_bias = nullptr, *linear_norm = nullptr;   // [C, K], [nv], [nv], [dv]
+    float* state = nullptr;                // the convolution's last K - 1 inputs [K - 1, C], then S [nv, dk, dv]
     bool moe = false;
     DeviceMatrix router, gate, up, down;   // moe: the router and block 0's expert records; dense: the MLP
     ExpertBlocks blocks;                   // moe: where expert e's block lies from block 0
+    bool shared = false;                   // moe: plus a shared expert scaled by sigmoid(shared_score . h)
+    DeviceMatrix shared_gate, shared_up, shared_down, shared_score;   // [S, H], [S, H], [H, S], [1, H]
+};
+
+// The buffers of the steps of gated attention, linear attention and the shared expert, for
+// `rows` rows (a decode token's 1, a prompt batch's): empty where the model has no such step.
+struct HybridBuffers {
+    float *q_gate, *gate;                       // [rows, 2 q_dim], [rows, q_dim]
+    float *mixed, *conv_out, *z, *b, *a, *o;    // [rows, C] twice, [rows, V], [rows, nv] twice, [rows, V]
+    float *shared_g, *shared_u, *shared_s;      // [rows, S] twice, [rows]
+    VectorInput o_in, shared_act_in;            // o and shared_g as product inputs
 };
 
 class GpuDecoder final : public engine::Model {
@@ -42,6 +60,7 @@ private:
         // [rows, H] x, h; [rows, q_dim] q, attn; [rows, kv_dim] k, v; [rows, E] router logits;
         // [rows, K] weights; [rows * K, I] act; [rows * K, H] y; [rows, F] dense g, u; [V] logits
         float *x, *h, *q, *k, *v, *attn, *router_logits, *ew, *act, *y, *dg, *du, *logits;
+        HybridBuffers hybrid;
         int32_t *tokens, *positions, *ids, *offsets, *order, *tiles;
         PinnedMemory ids_host;                  // [rows * K]: the routing, when experts stream in
         VectorInput h_in, attn_in, act_in, dense_act_in;
@@ -49,6 +68,7 @@ private:
     void allocate_prompt();
     void run_prompt(std::span<const int32_t> tokens, int64_t position, bool all_logits, float* logits);
     void run_batch(std::span<const int32_t> tokens, int64_t position, bool all_logits, float* logits);
+    void prompt_attention_block(const Layer& l, int64_t layer, int64_t n);
     // y [n, w.rows] (=|+=) in [n, w.cols] . w^T: tensor cores for affine w, else the decode
     // product 8 rows at a time.
     void rows_product(const DeviceMatrix& w, VectorInput& in, int64_t n, float* y, GemvOutput output);
@@ -59,6 +79,19 @@ private:
     void run_token(float* logits);
     void enqueue_token(bool logits);    // what one token puts on the stream (captured as a graph)
     void attention_block(const Layer& l, int64_t layer);
+    // gpu_hybrid_layers.cpp: weights, buffers and steps of gated attention, Gated DeltaNet
+    // layers and the shared expert; their recurrent states (zeroed at position 0, saved
+    // and loaded with the KV cache)
+    void allocate_recurrent_states();
+    template <typename Take>
+    void take_hybrid(HybridBuffers& b, Take take, int64_t rows) const;
+    void serve_hybrid(HybridBuffers& b, VectorInput& h_in) const;
+    void linear_attention_block(const Layer& l, int64_t n, HybridBuffers& b, VectorInput& h_in, float* x);
+    void shared_expert(const Layer& l, int64_t n, HybridBuffers& b, VectorInput& h_in, float* x);
+    void clear_recurrent_states();
+    // products of n rows sharing an input: one grouped decode launch per run of one
+    // encoding for a token, the prompt products (rows_product) for a batch
+    void project(std::initializer_list<GemvProduct> list, VectorInput& in, int64_t n, GemvOutput output);
     void moe_block(const Layer& l, int64_t layer);
     // Experts not all in GPU memory (gpu_streamed_experts.cpp): a token's routing crosses to
     // the host, the misses are copied over or computed on the CPU; a batch's experts are
@@ -81,6 +114,11 @@ private:
     const ModelConfig& c_;
     int64_t q_dim_, kv_dim_;
     float eps_;
+    bool gated_;                             // q_proj yields [q | gate] per head
+    int64_t linear_channels_ = 0, linear_width_ = 0;   // C and V of the linear layers
+    DeltaRuleDims delta_rule_;
+    DeviceMemory recurrent_;                 // every linear layer's state, in layer order
+    size_t recurrent_bytes_ = 0;
     std::unique_ptr<Stream> stream_owner_;   // made once a device is known to exist
     cudaStream_t stream_ = nullptr;
     DeviceMemory weights_, kv_, scratch_, inv_freq_, io_, attention_workspace_;
@@ -94,6 +132,7 @@ private:
     // expert weights [K]; ids [K]; dense g, u [F]; logits [V]
     float *x_, *h_, *q_, *k_, *v_, *attn_, *router_logits_, *act_, *ew_, *dg_, *du_, *logits_;
     int32_t* ids_;
+    HybridBuffers hybrid_;
     VectorInput h_in_, attn_in_, act_in_, dense_act_in_;   // the inputs of products
     uint64_t token_weight_bytes_ = 0;   // weights a decode token reads from GPU memory
     bool use_graphs_;
@@ -126,5 +165,18 @@ private:
     std::unique_ptr<Streaming> streaming_;
     std::unique_ptr<PromptState> prompt_;
 };
+
+// b's arrays for `rows` rows, from carve_floats' take (sizes 0 where the model lacks a step).
+template <typename Take>
+void GpuDecoder::take_hybrid(HybridBuffers& b, Take take, int64_t rows) const {
+    const int64_t S = c_.num_shared_experts > 0 ? c_.shared_expert_intermediate_size : 0, nv = delta_rule_.nv;
+    const int64_t C = linear_channels_, V = linear_width_, G = gated_ ? q_dim_ : 0;
+    b.q_gate = take(rows * 2 * G), b.gate = take(rows * G);
+    b.mixed = take(rows * C), b.conv_out = take(rows * C), b.z = take(rows * V), b.b = take(rows * nv), b.a = take(rows * nv);
+    b.o = take(rows * V);
+    b.shared_g = take(rows * S), b.shared_u = take(rows * S), b.shared_s = take(S > 0 ? rows : 0);
+    b.o_in = VectorInput(b.o, rows, V);
+    b.shared_act_in = VectorInput(b.shared_g, rows, S);
+}
 
 }  // namespace moepack::cuda

@@ -37,6 +37,7 @@ void GpuDecoder::allocate_prompt() {
             p->k = take(R * kv_dim_), p->v = take(R * kv_dim_), p->router_logits = take(R * E), p->ew = take(R * K);
             p->act = take(R * K * I), p->y = take(R * K * H), p->dg = take(R * F), p->du = take(R * F);
             p->logits = take(c_.vocab_size);
+            take_hybrid(p->hybrid, take, R);
         },
         "prompt activations");
     p->ints = DeviceMemory(static_cast<size_t>(2 * R + R * K + E + 1 + R * K + E + 1) * sizeof(int32_t), "prompt indices");
@@ -56,9 +57,13 @@ void GpuDecoder::allocate_prompt() {
     p->act_in = VectorInput(p->act, R * K, I);
     p->dense_act_in = VectorInput(p->dg, R, F);
     p->h_in.serve(head_);
+    serve_hybrid(p->hybrid, p->h_in);
     for (const Layer& l : layers_) {
-        for (const DeviceMatrix* m : {&l.q, &l.k, &l.v, &l.gate, &l.up}) p->h_in.serve(*m);
-        p->attn_in.serve(l.o);
+        for (const DeviceMatrix* m : {&l.gate, &l.up}) p->h_in.serve(*m);
+        if (!l.linear) {
+            for (const DeviceMatrix* m : {&l.q, &l.k, &l.v}) p->h_in.serve(*m);
+            p->attn_in.serve(l.o);
+        }
         if (l.moe) {
             p->h_in.serve(l.router);
             p->act_in.serve(l.down);
@@ -94,10 +99,40 @@ void GpuDecoder::run_prompt(std::span<const int32_t> tokens, int64_t position, b
     }
 }
 
+// The full-attention mixer of a batch's n rows: q, k, v products, the prologue, attention on
+// the tensor cores (or split for head sizes they do not take), the output added to x.
+void GpuDecoder::prompt_attention_block(const Layer& l, int64_t layer, int64_t n) {
+    PromptState& p = *prompt_;
+    const int64_t D = c_.head_dim;
+    rows_product(l.q, p.h_in, n, gated_ ? p.hybrid.q_gate : p.q, GemvOutput::store);
+    rows_product(l.k, p.h_in, n, p.k, GemvOutput::store);
+    rows_product(l.v, p.h_in, n, p.v, GemvOutput::store);
+    if (gated_) split_gated_q(p.hybrid.q_gate, p.q, p.hybrid.gate, n, c_.num_heads, D, stream_);
+    const bool per_head = c_.qk_norm == QkNorm::per_head;
+    if (c_.qk_norm == QkNorm::full_width) {
+        rms_norm(p.q, p.q, n, q_dim_, l.q_norm, eps_, stream_);
+        rms_norm(p.k, p.k, n, kv_dim_, l.k_norm, eps_, stream_);
+    }
+    float* kc = kv(layer, 0);
+    float* vc = kv(layer, 1);
+    attention_prologue(p.q, p.k, p.v, n, c_.num_heads, c_.num_kv_heads, D, per_head ? l.q_norm : nullptr,
+                       per_head ? l.k_norm : nullptr, eps_, rope_, p.positions, kc, vc, stream_);
+    const int64_t window = c_.layers[static_cast<size_t>(layer)].attention == AttentionKind::sliding ? c_.sliding_window : 0;
+    if (prompt_attention_supports(c_.num_heads, c_.num_kv_heads, D))
+        prompt_attention(p.q, kc, vc, p.attn, n, p.positions, c_.num_heads, c_.num_kv_heads, D, window, stream_);
+    else
+        for (int64_t r = 0; r < n; r += p.attention_rows)
+            attention(p.q + r * q_dim_, kc, vc, p.attn + r * q_dim_, std::min(p.attention_rows, n - r), p.positions + r,
+                      c_.num_heads, c_.num_kv_heads, D, window, ctx_.kv.context(), p.workspace.get<float>(), nullptr, stream_);
+    if (gated_) apply_output_gate(p.attn, p.hybrid.gate, n * q_dim_, stream_);
+    p.attn_in.changed();
+    rows_product(l.o, p.attn_in, n, p.x, GemvOutput::add);
+}
+
 void GpuDecoder::run_batch(std::span<const int32_t> tokens, int64_t position, bool all_logits, float* logits) {
     PromptState& p = *prompt_;
     const auto n = static_cast<int64_t>(tokens.size());
-    const int64_t H = c_.hidden_size, D = c_.head_dim, E = c_.num_experts, K = c_.experts_per_token;
+    const int64_t H = c_.hidden_size, E = c_.num_experts, K = c_.experts_per_token;
     auto* io = p.io_host.get<int32_t>();
     std::copy(tokens.begin(), tokens.end(), io);
     for (int64_t t = 0; t < n; ++t) io[p.rows + t] = static_cast<int32_t>(position + t);
@@ -107,27 +142,10 @@ void GpuDecoder::run_batch(std::span<const int32_t> tokens, int64_t position, bo
     for (int64_t layer = 0; layer < c_.num_layers; ++layer) {
         const Layer& l = layers_[static_cast<size_t>(layer)];
         p.h_in.normalize(p.x, l.input_norm, eps_, stream_, n);
-        rows_product(l.q, p.h_in, n, p.q, GemvOutput::store);
-        rows_product(l.k, p.h_in, n, p.k, GemvOutput::store);
-        rows_product(l.v, p.h_in, n, p.v, GemvOutput::store);
-        const bool per_head = c_.qk_norm == QkNorm::per_head;
-        if (c_.qk_norm == QkNorm::full_width) {
-            rms_norm(p.q, p.q, n, q_dim_, l.q_norm, eps_, stream_);
-            rms_norm(p.k, p.k, n, kv_dim_, l.k_norm, eps_, stream_);
-        }
-        float* kc = kv(layer, 0);
-        float* vc = kv(layer, 1);
-        attention_prologue(p.q, p.k, p.v, n, c_.num_heads, c_.num_kv_heads, D, per_head ? l.q_norm : nullptr,
-                           per_head ? l.k_norm : nullptr, eps_, rope_, p.positions, kc, vc, stream_);
-        const int64_t window = c_.layers[static_cast<size_t>(layer)].attention == AttentionKind::sliding ? c_.sliding_window : 0;
-        if (prompt_attention_supports(c_.num_heads, c_.num_kv_heads, D))
-            prompt_attention(p.q, kc, vc, p.attn, n, p.positions, c_.num_heads, c_.num_kv_heads, D, window, stream_);
+        if (l.linear)
+            linear_attention_block(l, n, p.hybrid, p.h_in, p.x);
         else
-            for (int64_t r = 0; r < n; r += p.attention_rows)
-                attention(p.q + r * q_dim_, kc, vc, p.attn + r * q_dim_, std::min(p.attention_rows, n - r), p.positions + r,
-                          c_.num_heads, c_.num_kv_heads, D, window, ctx_.kv.context(), p.workspace.get<float>(), nullptr, stream_);
-        p.attn_in.changed();
-        rows_product(l.o, p.attn_in, n, p.x, GemvOutput::add);
+            prompt_attention_block(l, layer, n);
         p.h_in.normalize(p.x, l.post_norm, eps_, stream_, n);
         if (l.moe) {
             rows_product(l.router, p.h_in, n, p.router_logits, GemvOutput::store);
@@ -146,10 +164,11 @@ void GpuDecoder::run_batch(std::span<const int32_t> tokens, int64_t position, bo
             groups.input_div = 1;
             gemm(l.down, l.blocks, p.act_in.quantized(l.down), groups, p.y, GemvOutput::store, stream_);
             combine_experts(p.x, p.y, p.ew, n, K, H, stream_);
+            if (l.shared) shared_expert(l, n, p.hybrid, p.h_in, p.x);
         } else {
             rows_product(l.gate, p.h_in, n, p.dg, GemvOutput::store);
             rows_product(l.up, p.h_in, n, p.du, GemvOutput::store);
-            swiglu(p.dg, p.du, p.dg, n * c_.intermediate_size, stream_);
+            swiglu(p.dg, p.du, p.dg, n, c_.intermediate_size, nullptr, stream_);
             p.dense_act_in.changed();
             rows_product(l.down, p.dense_act_in, n, p.x, GemvOutput::add);
         }

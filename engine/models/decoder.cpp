@@ -90,7 +90,7 @@ private:
     std::unique_ptr<bool[]> ready_;   // per expert of a chunk: resident when acquired
     std::vector<ExpertWork*> resident_, missing_;   // of expert_work_: computed before / after the reads
     // activations, sized for the largest batch seen
-    std::vector<float> x_, h_, q_, k_, v_, gate_, attn_, proj_, ffn_, shared_g_, shared_u_, shared_s_;
+    std::vector<float> x_, h_, q_, k_, v_, q_gate_, gate_, attn_, proj_, ffn_, shared_g_, shared_u_, shared_s_;
 };
 
 std::string layer_name(int64_t layer, const char* rest) { return concat("layers.", layer, ".", rest); }
@@ -156,7 +156,7 @@ void Decoder::attention_block(int64_t l, int64_t n, int64_t position) {
     const LayerWeights& lw = layers_[static_cast<size_t>(l)];
     const int64_t D = c_.head_dim;
     const float eps = static_cast<float>(c_.rms_norm_eps);
-    float* q_out = gated_ ? gate_.data() : q_.data();   // gated: [q | gate] per head, split below
+    float* q_out = gated_ ? q_gate_.data() : q_.data();   // gated: [q | gate] per head, split below
     compute_.products(h_.data(), n, {{&lw.q, q_out}, {&lw.k, k_.data()}, {&lw.v, v_.data()}});
     float* kc = ctx_.kv.keys(l);
     float* vc = ctx_.kv.values(l);
@@ -164,12 +164,7 @@ void Decoder::attention_block(int64_t l, int64_t n, int64_t position) {
         const int64_t m = t1 - t0;
         float* q = q_.data() + t0 * q_dim_;
         float* k = k_.data() + t0 * kv_dim_;
-        if (gated_)   // rows [Nq][q (D) | gate (D)] -> q_ [Nq * D] and gate_ [Nq * D], in place
-            for (int64_t t = t0; t < t1; ++t) {
-                float* row = gate_.data() + t * 2 * q_dim_;
-                for (int64_t h = 0; h < c_.num_heads; ++h) std::copy_n(row + 2 * h * D, D, q_.data() + t * q_dim_ + h * D);
-                for (int64_t h = 0; h < c_.num_heads; ++h) std::copy_n(row + (2 * h + 1) * D, D, row + h * D);
-            }
+        if (gated_) split_gated_q(q_gate_.data() + t0 * 2 * q_dim_, q, gate_.data() + t0 * q_dim_, m, c_.num_heads, D);
         if (c_.qk_norm == QkNorm::per_head) {
             rms_norm(q, m * c_.num_heads, D, lw.q_norm, eps);
             rms_norm(k, m * c_.num_kv_heads, D, lw.k_norm, eps);
@@ -186,11 +181,7 @@ void Decoder::attention_block(int64_t l, int64_t n, int64_t position) {
     attention(ctx_.pool, q_.data(), kc, vc, attn_.data(), n, position, c_.num_heads, c_.num_kv_heads, D, window);
     if (gated_)
         compute_.for_rows(n, [&](int64_t t0, int64_t t1) {
-            for (int64_t t = t0; t < t1; ++t) {
-                float* out = attn_.data() + t * q_dim_;
-                const float* gate = gate_.data() + t * 2 * q_dim_;
-                for (int64_t i = 0; i < q_dim_; ++i) out[i] *= sigmoid(gate[i]);
-            }
+            apply_output_gate(attn_.data() + t0 * q_dim_, gate_.data() + t0 * q_dim_, (t1 - t0) * q_dim_);
         });
     compute_.product(lw.o, attn_.data(), n, proj_.data());
 }
@@ -387,7 +378,8 @@ void Decoder::forward(std::span<const int32_t> tokens, int64_t position, bool al
     size(q_, q_dim_);
     size(k_, kv_dim_);
     size(v_, kv_dim_);
-    size(gate_, gated_ ? 2 * q_dim_ : 0);
+    size(q_gate_, gated_ ? 2 * q_dim_ : 0);
+    size(gate_, gated_ ? q_dim_ : 0);
     size(attn_, q_dim_);
     size(proj_, H);
     size(ffn_, H);

@@ -1,7 +1,7 @@
 // The CUDA backend against the CPU engine on the reference fixtures it runs: every
 // position's logits (relative L2 <= 1e-3; the kernels sum in another order) and the greedy
-// continuation decoded token by token (identical at 16-bit experts); a state saved on the
-// GPU and loaded back continues exactly. Needs a GPU (ctest label "gpu").
+// continuation decoded token by token (identical at 16-bit experts); a state (KV cache and
+// recurrent states) saved on the GPU and loaded back continues exactly. Needs a GPU (ctest label "gpu").
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -57,7 +57,8 @@ TEST_P(CudaEngine, LogitsAndGreedyTokensMatchTheCpu) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaEngine,
                          ::testing::Values("qwen3_moe", "qwen3_moe_fused", "mixtral", "olmoe", "qwen3_moe_wide",
-                                           "mixtral_wide", "olmoe_wide", "qwen3_moe_chat"),
+                                           "mixtral_wide", "olmoe_wide", "qwen3_moe_chat", "qwen3_next", "qwen3_next_wide",
+                                           "qwen3_5_moe", "qwen3_5_moe_text", "qwen3_5_moe_wide"),
                          [](const auto& param_info) { return std::string(param_info.param); });
 
 // Quantised packs: affine products on int8-quantised inputs on both sides (the CPU run token
@@ -93,18 +94,25 @@ TEST_P(CudaQuantizedEngine, PromptBatchesAndTokensAreAsCloseToTheReferenceAsTheC
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaQuantizedEngine,
-                         ::testing::Combine(::testing::Values("qwen3_moe", "mixtral_wide", "olmoe_wide", "qwen3_moe_wide"),
+                         ::testing::Combine(::testing::Values("qwen3_moe", "mixtral_wide", "olmoe_wide", "qwen3_moe_wide",
+                                                              "qwen3_5_moe_wide"),
                                             ::testing::Values(2, 4, 8)),
                          [](const auto& param_info) {
                              return std::string(std::get<0>(param_info.param)) + "_" +
                                     std::to_string(std::get<1>(param_info.param)) + "bit";
                          });
 
-TEST(CudaEngineState, SaveLoadContinueGivesIdenticalLogits) {
-    cuda::register_cuda_backend();
-    test::ScratchDir dir("cuda_state");
-    const auto ref = test::load_reference("mixtral_wide");
-    const auto pack = test::convert_fixture("mixtral_wide", dir.path() / "p", 16);
+// A KV cache, and with qwen3_5_moe the linear layers' recurrent states too.
+class CudaEngineState : public ::testing::TestWithParam<const char*> {
+protected:
+    void SetUp() override { cuda::register_cuda_backend(); }
+};
+
+TEST_P(CudaEngineState, SaveLoadContinueGivesIdenticalLogits) {
+    const char* name = GetParam();
+    test::ScratchDir dir(std::string("cuda_state_") + name);
+    const auto ref = test::load_reference(name);
+    const auto pack = test::convert_fixture(name, dir.path() / "p", 16);
     auto a = Engine::open(pack, gpu_options());
     a->eval_prompt(ref.prompt);
     const auto state = (dir.path() / "s.state").string();
@@ -113,7 +121,14 @@ TEST(CudaEngineState, SaveLoadContinueGivesIdenticalLogits) {
     auto b = Engine::open(pack, gpu_options());
     b->state_load(state);
     EXPECT_EQ(test::logits_token_by_token(*b, ref.greedy), continued);
+    // and a fresh context after the loaded one starts from zero states again
+    b->reset();
+    a->reset();
+    EXPECT_EQ(test::logits_token_by_token(*b, ref.prompt), test::logits_token_by_token(*a, ref.prompt));
 }
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, CudaEngineState, ::testing::Values("mixtral_wide", "qwen3_5_moe"),
+                         [](const auto& param_info) { return std::string(param_info.param); });
 
 }  // namespace
 }  // namespace moepack

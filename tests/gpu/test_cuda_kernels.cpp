@@ -521,15 +521,42 @@ TEST(CudaBlocks, RmsNormAndSwigluMatchTheCpu) {
         for (size_t i = 0; i < got.size(); ++i)
             ASSERT_NEAR(got[i], want[i], 1e-5 * (std::abs(want[i]) + 1e-3)) << "dim " << dim << " value " << i;
 
+        // SwiGLU of the n rows, then with each row scaled by sigmoid of its gate (a shared expert's)
         const auto up = random_floats(rng, x.size(), 3.0f);
+        const auto row_gates = random_floats(rng, static_cast<size_t>(n), 4.0f);
         std::vector<float> act(x.size());
         engine::swiglu(x.data(), up.data(), act.data(), static_cast<int64_t>(x.size()));
-        DeviceBuffer up_dev(up), act_dev(x.size() * sizeof(float));
-        swiglu(x_dev.as<float>(), up_dev.as<float>(), act_dev.as<float>(), static_cast<int64_t>(x.size()), nullptr);
-        const auto got_act = act_dev.read<float>();
-        for (size_t i = 0; i < got_act.size(); ++i)
-            ASSERT_NEAR(got_act[i], act[i], 4e-6 * (std::abs(act[i]) + 1e-6)) << "dim " << dim << " value " << i;
+        DeviceBuffer up_dev(up), gates_dev(row_gates), act_dev(x.size() * sizeof(float));
+        for (bool gated : {false, true}) {
+            swiglu(x_dev.as<float>(), up_dev.as<float>(), act_dev.as<float>(), n, dim, gated ? gates_dev.as<float>() : nullptr,
+                   nullptr);
+            const auto got_act = act_dev.read<float>();
+            for (size_t i = 0; i < got_act.size(); ++i) {
+                const float scale = gated ? 1.0f / (1.0f + std::exp(-row_gates[i / static_cast<size_t>(dim)])) : 1.0f;
+                ASSERT_NEAR(got_act[i], act[i] * scale, 4e-6 * (std::abs(act[i]) + 1e-6))
+                    << "dim " << dim << " value " << i << " gated " << gated;
+            }
+        }
     }
+}
+
+TEST(CudaBlocks, GatedAttentionSplitAndGateMatchTheCpu) {
+    ASSERT_TRUE(have_gpu());
+    std::mt19937 rng(43);
+    const int64_t n = 3, heads = 5, D = 24, width = heads * D;
+    const auto q_gate = random_floats(rng, static_cast<size_t>(n * 2 * width), 3.0f);
+    std::vector<float> q(static_cast<size_t>(n * width)), gate(q.size());
+    engine::split_gated_q(q_gate.data(), q.data(), gate.data(), n, heads, D);
+    DeviceBuffer q_gate_dev(q_gate), q_dev(q.size() * sizeof(float)), gate_dev(q.size() * sizeof(float));
+    split_gated_q(q_gate_dev.as<float>(), q_dev.as<float>(), gate_dev.as<float>(), n, heads, D, nullptr);
+    EXPECT_EQ(q_dev.read<float>(), q);
+    EXPECT_EQ(gate_dev.read<float>(), gate);
+    EXPECT_EQ(q[static_cast<size_t>(width + D)], q_gate[static_cast<size_t>(2 * width + 2 * D)]);   // row 1, head 1's q
+    auto out = random_floats(rng, q.size(), 2.0f);
+    DeviceBuffer out_dev(out);
+    engine::apply_output_gate(out.data(), gate.data(), static_cast<int64_t>(out.size()));
+    apply_output_gate(out_dev.as<float>(), gate_dev.as<float>(), static_cast<int64_t>(out.size()), nullptr);
+    EXPECT_LE(relative_max_error(out_dev.read<float>(), out), 1e-6);
 }
 
 // The fused norm + quantisation: its float rows are rms_norm's and its quantisations are
