@@ -24,7 +24,7 @@ void add_run_options(CLI::App* cmd, RunOptions& o) {
     cmd->add_flag("!--no-read-overlap", o.engine.overlap_reads,
                   "with --direct-io: wait for a layer's expert reads before computing any of its experts (for measurements)");
     cmd->add_option("--backend", o.backend,
-                    "cpu, cuda (qwen3_moe, mixtral, olmoe), or auto: cuda when a GPU is present and runs the model")
+                    "cpu, cuda (qwen3_moe, mixtral, olmoe, qwen3_next, qwen3_5_moe), or auto: cuda when a GPU is present and runs the model")
         ->capture_default_str();
     cmd->add_option("--gpu-cache-gb", o.gpu_cache_gb,
                     "GPU memory for experts in GB (default: what is free after the other weights and the KV cache)");
