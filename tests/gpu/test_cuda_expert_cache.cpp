@@ -4,7 +4,8 @@
 // or at its least (every miss then read from the pack), or copied ahead on the next layer's
 // prediction; misses computed on the CPU, or
 // shared between the two, stay as close to the float32 reference as the CPU engine; the
-// counters add up; too small a budget is refused by name. Needs a GPU (ctest label "gpu").
+// counters add up; too small a budget is refused by name. qwen3_5_moe_wide adds the shared
+// expert and the linear layers around the streamed experts. Needs a GPU (ctest label "gpu").
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -129,7 +130,8 @@ TEST_P(CudaExpertCache, MissesOnTheCpuStayAsCloseToTheReferenceAsTheCpuEngine) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaExpertCache,
-                         ::testing::Combine(::testing::Values("qwen3_moe_wide", "mixtral_wide"), ::testing::Values(4, 16)),
+                         ::testing::Combine(::testing::Values("qwen3_moe_wide", "mixtral_wide", "qwen3_5_moe_wide"),
+                                            ::testing::Values(4, 16)),
                          [](const auto& param_info) {
                              return std::string(std::get<0>(param_info.param)) + "_" +
                                     std::to_string(std::get<1>(param_info.param)) + "bit";
