@@ -7,11 +7,17 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <tuple>
+
+#include <nlohmann/json.hpp>
 
 #include "cuda/gpu_decoder.hpp"
 #include "engine.hpp"
 #include "engine_test_support.hpp"
+#include "model.hpp"
+#include "model_config.hpp"
+#include "test_helpers.hpp"
 
 namespace moepack {
 namespace {
@@ -32,6 +38,30 @@ std::vector<int32_t> greedy(Engine& e, const std::vector<int32_t>& prompt, size_
         logits = e.eval_token(out.back());
     }
     return out;
+}
+
+// Which models the CUDA graph takes (runs(): `--backend auto` keeps the CPU for the others;
+// asked for by name, the graph refuses them saying what it lacks). Needs no GPU.
+TEST(CudaBackendScope, TakesTheFamiliesItHasKernelsForAndNoOthers) {
+    cuda::register_cuda_backend();
+    const engine::CudaBackend& cuda = engine::cuda_backend();
+    const auto config = [](const char* name) {
+        std::ifstream in(test::fixture_model(name) / "config.json");
+        return read_model_config(nlohmann::json::parse(in), name);
+    };
+    for (const char* name : {"qwen3_moe", "mixtral", "olmoe", "qwen3_next", "qwen3_5_moe", "qwen3_5_moe_text"})
+        EXPECT_TRUE(cuda.runs(config(name))) << name;
+    EXPECT_FALSE(cuda.runs(config("deepseek_v3")));   // latent attention
+    EXPECT_FALSE(cuda.runs(config("gpt_oss")));       // attention biases
+    ModelConfig odd_heads = config("qwen3_moe");
+    odd_heads.head_dim = 30;   // not a multiple of 4
+    EXPECT_FALSE(cuda.runs(odd_heads));
+    ModelConfig wide_values = config("qwen3_5_moe");
+    wide_values.linear.value_head_dim = 512;   // past the delta-rule kernel's 256
+    EXPECT_FALSE(cuda.runs(wide_values));
+    ModelConfig plain_shared = config("qwen3_5_moe");
+    plain_shared.shared_expert_gated = false;
+    EXPECT_FALSE(cuda.runs(plain_shared));
 }
 
 class CudaEngine : public ::testing::TestWithParam<const char*> {
