@@ -53,10 +53,6 @@ DeltaRuleDims delta_rule_of(const ModelConfig& c) {
             static_cast<float>(c.rms_norm_eps)};
 }
 
-bool has_linear_layers(const ModelConfig& c) {
-    return std::any_of(c.layers.begin(), c.layers.end(), [](const LayerDesc& d) { return d.attention == AttentionKind::linear; });
-}
-
 // Why the graph cannot run a model ("" when it can).
 std::string what_cuda_lacks(const ModelConfig& c) {
     if ((c.attention != AttentionType::gqa && c.attention != AttentionType::gated_gqa) || c.attention_bias ||
@@ -91,7 +87,7 @@ GpuDecoder::GpuDecoder(const engine::ModelContext& ctx)
     const std::string unsupported = what_cuda_lacks(c_);
     if (!unsupported.empty())
         fail("the CUDA backend runs qwen3_moe, mixtral, olmoe, qwen3_next and qwen3_5_moe models so far: ", unsupported);
-    if (has_linear_layers(c_)) {
+    if (ctx_.kv.recurrent_floats() > 0) {   // the model has linear-attention layers
         delta_rule_ = delta_rule_of(c_);
         linear_width_ = delta_rule_.nv * delta_rule_.dv;
         linear_channels_ = 2 * delta_rule_.nk * delta_rule_.dk + linear_width_;
