@@ -180,6 +180,12 @@ enum class RouteFunction : int { softmax_topk, topk_softmax };
 // weights [n, k]. CPU reference: route (blocks.hpp).
 void route(const float* logits, int64_t n, int64_t num_experts, int64_t k, RouteFunction function, bool normalize_topk,
            float scaling_factor, int32_t* experts, float* weights, cudaStream_t stream);
+// route() of one token's logits [num_experts] and expert_gate_up of the k experts chosen, in
+// one launch: each block routes the token itself (a launch fewer on a decode token's path);
+// ids and weights [k] receive the choice, as route() gives it, for expert_down_add.
+void expert_gate_up_routed(const float* logits, int64_t num_experts, RouteFunction function, bool normalize_topk,
+                           float scaling_factor, const DeviceMatrix& gate, const DeviceMatrix& up, const ExpertBlocks& blocks,
+                           int64_t k, const ProductInput& x, float* act, int32_t* ids, float* weights, cudaStream_t stream);
 
 // Gated DeltaNet (qwen3_next / qwen3_5_moe linear attention) between its products. CPU
 // references: gated_deltanet_convolve, gated_deltanet_recur (engine/models/gated_deltanet.hpp).
@@ -198,6 +204,17 @@ struct DeltaRuleDims {
 bool gated_deltanet_recur_supports(const DeltaRuleDims& dims);
 void gated_deltanet_recur(const DeltaRuleDims& dims, const float* x, int64_t n, const float* b, const float* a, const float* a_log,
                           const float* dt_bias, const float* z, const float* norm, float* state, float* o, cudaStream_t stream);
+
+// A run of device memory.
+struct DeviceSpan {
+    const void* data = nullptr;
+    int64_t bytes = 0;
+};
+// Pulls spans [count] (count <= kMaxL2Spans) of device memory into the L2 cache and writes
+// nothing: run on a side stream, it lets the products after it find their weights in L2.
+// The 16-byte units wholly inside a span are fetched.
+inline constexpr int kMaxL2Spans = 16;
+void prefetch_to_l2(const DeviceSpan* spans, int count, cudaStream_t stream);
 
 // out[t, :] = row ids[t] (device memory) of the table, decoded to float. CPU reference:
 // decode_row (engine/cpu/matmul.hpp).

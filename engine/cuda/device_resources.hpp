@@ -82,6 +82,19 @@ private:
     cudaStream_t s_ = nullptr;
 };
 
+// An event that orders work across streams (no timing).
+class Event {
+public:
+    Event() { check_cuda(cudaEventCreateWithFlags(&e_, cudaEventDisableTiming), "cudaEventCreate"); }
+    ~Event() { cudaEventDestroy(e_); }
+    Event(const Event&) = delete;
+    Event& operator=(const Event&) = delete;
+    operator cudaEvent_t() const { return e_; }
+
+private:
+    cudaEvent_t e_ = nullptr;
+};
+
 // The work `enqueue` puts on a stream, captured once as a CUDA graph and replayed by
 // launch(): one launch instead of hundreds. Kernel arguments are fixed at capture, so what
 // changes between replays (token, position) must live in memory the kernels read.

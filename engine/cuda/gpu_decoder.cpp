@@ -42,9 +42,11 @@ namespace {
 
 std::string layer_name(int64_t layer, const char* rest) { return concat("layers.", layer, ".", rest); }
 
-// MOEPACK_CUDA_GRAPHS=0 turns graph capture off (kernels launched one by one).
-bool graphs_enabled() {
-    const char* v = std::getenv("MOEPACK_CUDA_GRAPHS");
+// Switches for comparisons, on unless the variable is "0": MOEPACK_CUDA_GRAPHS (graph
+// capture; off: kernels launched one by one), MOEPACK_CUDA_L2_PREFETCH (the next layer's
+// dense weights pulled into L2 while a layer's experts run).
+bool switched_on(const char* variable) {
+    const char* v = std::getenv(variable);
     return !(v && std::strcmp(v, "0") == 0);
 }
 
@@ -83,7 +85,7 @@ constexpr size_t kRateProbeBytes = 256u << 20;
 
 GpuDecoder::GpuDecoder(const engine::ModelContext& ctx)
     : ctx_(ctx), c_(ctx.config), q_dim_(c_.num_heads * c_.head_dim), kv_dim_(c_.num_kv_heads * c_.head_dim),
-      eps_(static_cast<float>(c_.rms_norm_eps)), gated_(c_.attention == AttentionType::gated_gqa), use_graphs_(graphs_enabled()) {
+      eps_(static_cast<float>(c_.rms_norm_eps)), gated_(c_.attention == AttentionType::gated_gqa), use_graphs_(switched_on("MOEPACK_CUDA_GRAPHS")) {
     const std::string unsupported = what_cuda_lacks(c_);
     if (!unsupported.empty())
         fail("the CUDA backend runs qwen3_moe, mixtral, olmoe, qwen3_next and qwen3_5_moe models so far: ", unsupported);
@@ -95,6 +97,7 @@ GpuDecoder::GpuDecoder(const engine::ModelContext& ctx)
     if (!cuda_available()) fail("CUDA backend: no CUDA device is available");
     stream_owner_ = std::make_unique<Stream>();
     stream_ = *stream_owner_;
+    if (switched_on("MOEPACK_CUDA_L2_PREFETCH")) l2_ahead_ = std::make_unique<L2Ahead>();
     ctx_.device.used = true;
     ctx_.device.host_to_device_bytes_s = host_to_device_rate(kRateProbeBytes);
     ctx_.device.device_memory_bytes_s = device_memory_rate(kRateProbeBytes);
@@ -181,6 +184,13 @@ void GpuDecoder::upload_weights() {
             ly.gate = on_device(w.matrix(layer_name(l, "mlp.gate_proj.weight"), c_.intermediate_size, H));
             ly.up = on_device(w.matrix(layer_name(l, "mlp.up_proj.weight"), c_.intermediate_size, H));
             ly.down = on_device(w.matrix(layer_name(l, "mlp.down_proj.weight"), H, c_.intermediate_size));
+        }
+        if (l2_ahead_) {   // the layer's weights outside the routed experts (whose gate, up, down are block 0's)
+            const DeviceMatrix none;
+            l2_ahead_->inputs.push_back(weight_spans({ly.q, ly.k, ly.v, ly.in_qkv, ly.in_z, ly.in_b, ly.in_a}));
+            l2_ahead_->rest.push_back(weight_spans({ly.o, ly.out_proj, ly.router, ly.shared_gate, ly.shared_up, ly.shared_down,
+                                                   ly.shared_score, ly.moe ? none : ly.gate, ly.moe ? none : ly.up,
+                                                   ly.moe ? none : ly.down}));
         }
         layers_.push_back(std::move(ly));
     }
@@ -271,8 +281,25 @@ void GpuDecoder::attention_block(const Layer& l, int64_t layer) {
     products({{l.o, x_}}, attn_in_, GemvOutput::add);
 }
 
-void GpuDecoder::dense_block(const Layer& l) {
+void GpuDecoder::pull_into_l2(const std::vector<std::vector<DeviceSpan>>& spans, int64_t layer) {
+    if (!l2_ahead_ || layer >= c_.num_layers) return;
+    const std::vector<DeviceSpan>& list = spans[static_cast<size_t>(layer)];
+    check_cuda(cudaEventRecord(l2_ahead_->fork, stream_), "forking the L2 prefetch");
+    check_cuda(cudaStreamWaitEvent(l2_ahead_->stream, l2_ahead_->fork), "forking the L2 prefetch");
+    prefetch_to_l2(list.data(), static_cast<int>(list.size()), l2_ahead_->stream);
+    l2_ahead_->pending = true;
+}
+
+void GpuDecoder::join_l2_prefetches() {
+    if (!l2_ahead_ || !l2_ahead_->pending) return;
+    check_cuda(cudaEventRecord(l2_ahead_->join, l2_ahead_->stream), "joining the L2 prefetch");
+    check_cuda(cudaStreamWaitEvent(stream_, l2_ahead_->join), "joining the L2 prefetch");
+    l2_ahead_->pending = false;
+}
+
+void GpuDecoder::dense_block(const Layer& l, int64_t layer) {
     products({{l.gate, dg_}, {l.up, du_}}, h_in_, GemvOutput::store);
+    if (l2_ahead_) pull_into_l2(l2_ahead_->inputs, layer + 1);
     swiglu(dg_, du_, dg_, 1, c_.intermediate_size, nullptr, stream_);
     dense_act_in_.changed();
     products({{l.down, x_}}, dense_act_in_, GemvOutput::add);
@@ -281,14 +308,17 @@ void GpuDecoder::dense_block(const Layer& l) {
 void GpuDecoder::moe_block(const Layer& l, int64_t layer) {
     const int64_t E = c_.num_experts, K = c_.experts_per_token;
     products({{l.router, router_logits_}}, h_in_, GemvOutput::store);
-    route(router_logits_, 1, E, K,
-          c_.routing.function == RoutingFunction::softmax_topk ? RouteFunction::softmax_topk : RouteFunction::topk_softmax,
-          c_.routing.normalize_topk, static_cast<float>(c_.routing.scaling_factor), ids_, ew_, stream_);
+    const RouteFunction function =
+        c_.routing.function == RoutingFunction::softmax_topk ? RouteFunction::softmax_topk : RouteFunction::topk_softmax;
+    const auto scaling = static_cast<float>(c_.routing.scaling_factor);
     if (streaming_) {
+        route(router_logits_, 1, E, K, function, c_.routing.normalize_topk, scaling, ids_, ew_, stream_);
         streamed_token_experts(l, layer);
     } else {
         h_in_.prepare(l.gate, stream_);
-        expert_gate_up(l.gate, l.up, l.blocks, ids_, K, h_in_(l.gate), act_, stream_);
+        expert_gate_up_routed(router_logits_, E, function, c_.routing.normalize_topk, scaling, l.gate, l.up, l.blocks, K,
+                              h_in_(l.gate), act_, ids_, ew_, stream_);
+        if (l2_ahead_) pull_into_l2(l2_ahead_->inputs, layer + 1);
         act_in_.changed();
         act_in_.prepare(l.down, stream_);
         expert_down_add(l.down, l.blocks, ids_, ew_, K, act_in_(l.down), x_, stream_);
@@ -302,6 +332,7 @@ void GpuDecoder::enqueue_token(bool logits) {
     for (int64_t l = 0; l < c_.num_layers; ++l) {
         const Layer& ly = layers_[static_cast<size_t>(l)];
         h_in_.normalize(x_, ly.input_norm, eps_, stream_);
+        if (l2_ahead_) pull_into_l2(l2_ahead_->rest, l);   // read once the layer's input products are done
         if (ly.linear)
             linear_attention_block(ly, 1, hybrid_, h_in_, x_);
         else
@@ -310,8 +341,9 @@ void GpuDecoder::enqueue_token(bool logits) {
         if (ly.moe)
             moe_block(ly, l);
         else
-            dense_block(ly);
+            dense_block(ly, l);
     }
+    join_l2_prefetches();
     if (!logits) return;
     h_in_.normalize(x_, final_norm_, eps_, stream_);
     products({{head_, logits_}}, h_in_, GemvOutput::store);

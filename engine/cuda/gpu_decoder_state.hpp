@@ -104,7 +104,12 @@ private:
     void prefetch_next_layer(int64_t layer);
     void fetch_batch_experts(int64_t layer, int64_t n);
     int64_t cpu_share(int64_t misses) const;
-    void dense_block(const Layer& l);
+    void dense_block(const Layer& l, int64_t layer);
+    // A layer's spans (spans[layer]; none past the last layer) pulled into L2 on the side
+    // stream, beside the work that follows on the main stream; the side stream joins the
+    // main one at the token's end.
+    void pull_into_l2(const std::vector<std::vector<DeviceSpan>>& spans, int64_t layer);
+    void join_l2_prefetches();
     void products(std::initializer_list<GemvProduct> list, VectorInput& in, GemvOutput output);
     float* kv(int64_t layer, int which) const {   // which: 0 keys, 1 values; [ctx, kv_dim]
         return kv_.get<float>() + (2 * layer + which) * ctx_.kv.context() * kv_dim_;
@@ -121,6 +126,16 @@ private:
     size_t recurrent_bytes_ = 0;
     std::unique_ptr<Stream> stream_owner_;   // made once a device is known to exist
     cudaStream_t stream_ = nullptr;
+    struct L2Ahead {
+        Stream stream;                              // the prefetches' side stream
+        Event fork, join;
+        // per layer, its weights outside the routed experts: those of the products that
+        // read the layer's input (pulled in while the layer before runs its experts), the
+        // rest (pulled in while the layer's input products run)
+        std::vector<std::vector<DeviceSpan>> inputs, rest;
+        bool pending = false;                       // a prefetch not yet joined
+    };
+    std::unique_ptr<L2Ahead> l2_ahead_;   // null: MOEPACK_CUDA_L2_PREFETCH=0
     DeviceMemory weights_, kv_, scratch_, inv_freq_, io_, attention_workspace_;
     std::unique_ptr<GpuExpertCache> experts_;
     PinnedMemory io_host_;                   // [token, position]

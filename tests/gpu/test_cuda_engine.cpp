@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <tuple>
 
@@ -18,6 +19,7 @@
 #include "model.hpp"
 #include "model_config.hpp"
 #include "test_helpers.hpp"
+#include "weight_view.hpp"
 
 namespace moepack {
 namespace {
@@ -62,6 +64,49 @@ TEST(CudaBackendScope, TakesTheFamiliesItHasKernelsForAndNoOthers) {
     ModelConfig plain_shared = config("qwen3_5_moe");
     plain_shared.shared_expert_gated = false;
     EXPECT_FALSE(cuda.runs(plain_shared));
+}
+
+// The spans a layer's L2 prefetch covers: every matrix's values, scales and biases, sorted,
+// overlapping or touching runs merged, then the smallest gaps closed until kMaxL2Spans are
+// left. Needs no GPU (the pointers are never read).
+TEST(CudaWeightSpans, CoverTheMatricesInAtMostTheKernelsSpans) {
+    const auto at = [](uintptr_t a) { return reinterpret_cast<const void*>(a); };
+    cuda::DeviceMatrix affine;   // 4 rows of 8 code words, 2 groups: 128 bytes of codes, 16 of scales, 16 of biases
+    affine.format = cuda::DeviceFormat::affine;
+    affine.rows = 4, affine.cols = 64, affine.bits = 4, affine.group_size = 32, affine.row_words = 8, affine.groups = 2;
+    affine.data = at(0x10000);
+    affine.scales = static_cast<const uint16_t*>(at(0x10080));   // right after the codes
+    affine.biases = static_cast<const uint16_t*>(at(0x20000));
+    cuda::DeviceMatrix bf16;   // 3 x 5 values: 30 bytes, below the codes
+    bf16.rows = 3, bf16.cols = 5, bf16.data = at(0x8000);
+    const cuda::DeviceMatrix none;
+    const auto spans = cuda::weight_spans({affine, none, bf16});
+    ASSERT_EQ(spans.size(), 3u);
+    EXPECT_EQ(spans[0].data, at(0x8000));
+    EXPECT_EQ(spans[0].bytes, 30);
+    EXPECT_EQ(spans[1].data, at(0x10000));
+    EXPECT_EQ(spans[1].bytes, 144);
+    EXPECT_EQ(spans[2].data, at(0x20000));
+    EXPECT_EQ(spans[2].bytes, 16);
+
+    std::vector<cuda::DeviceMatrix> many;   // 20 matrices of 256 bytes, gaps of 4096 but one of 16
+    for (uintptr_t i = 0; i < 20; ++i) {
+        cuda::DeviceMatrix m;
+        m.rows = 1, m.cols = 128, m.data = at(0x100000 + i * (256 + 4096) - (i >= 8 ? 4080 : 0));
+        many.push_back(m);
+    }
+    const auto merged = cuda::weight_spans(many);
+    ASSERT_EQ(merged.size(), static_cast<size_t>(cuda::kMaxL2Spans));
+    int64_t covered = 0;
+    for (size_t i = 0; i < merged.size(); ++i) {
+        covered += merged[i].bytes;
+        if (i > 0) {
+            EXPECT_LT(merged[i - 1].data, merged[i].data);
+        }
+    }
+    EXPECT_EQ(merged[0].data, many[0].data);
+    EXPECT_EQ(static_cast<const char*>(merged.back().data) + merged.back().bytes, static_cast<const char*>(many[19].data) + 256);
+    EXPECT_EQ(covered, 20 * 256 + 16 + 3 * 4096);   // the gap of 16 and the three first gaps of 4096 closed
 }
 
 class CudaEngine : public ::testing::TestWithParam<const char*> {
@@ -131,6 +176,22 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, CudaQuantizedEngine,
                              return std::string(std::get<0>(param_info.param)) + "_" +
                                     std::to_string(std::get<1>(param_info.param)) + "bit";
                          });
+
+// The next layer's weights pulled into L2 beside a layer's experts (the default) writes
+// nothing: decode logits are those of a run without it, bit for bit.
+TEST(CudaL2Prefetch, ChangesNoLogits) {
+    cuda::register_cuda_backend();
+    for (const char* name : {"qwen3_moe_wide", "qwen3_5_moe_wide"}) {
+        test::ScratchDir dir(std::string("cuda_l2_") + name);
+        const auto ref = test::load_reference(name);
+        const auto pack = test::convert_fixture(name, dir.path() / "p", 4, 8);
+        auto with = Engine::open(pack, gpu_options());
+        ::setenv("MOEPACK_CUDA_L2_PREFETCH", "0", 1);
+        auto without = Engine::open(pack, gpu_options());
+        ::unsetenv("MOEPACK_CUDA_L2_PREFETCH");
+        EXPECT_EQ(test::logits_token_by_token(*with, ref.sequence()), test::logits_token_by_token(*without, ref.sequence())) << name;
+    }
+}
 
 // A KV cache, and with qwen3_5_moe the linear layers' recurrent states too.
 class CudaEngineState : public ::testing::TestWithParam<const char*> {

@@ -337,6 +337,20 @@ TEST(CudaExperts, GateUpAndDownAddMatchTheReference) {
             expert_gate_up(device_matrix(view(gate[0], base)), device_matrix(view(up[0], base + up_at)), blocks,
                            ids_dev.as<int32_t>(), k, in.get(), act_dev.as<float>(), nullptr);
             const auto act = act_dev.read<float>();
+            if (k < experts) {   // distinct ids: the launch that routes itself makes the same activations and route()'s choice
+                std::vector<float> logits(static_cast<size_t>(experts), -5.0f);
+                for (int64_t j = 0; j < k; ++j) logits[static_cast<size_t>(ids[static_cast<size_t>(j)])] = 10.0f - static_cast<float>(j);
+                DeviceBuffer logits_dev(logits), routed_act(static_cast<size_t>(k * inter) * 4), routed_ids(static_cast<size_t>(k) * 4),
+                    routed_w(static_cast<size_t>(k) * 4), want_ids(static_cast<size_t>(k) * 4), want_w(static_cast<size_t>(k) * 4);
+                expert_gate_up_routed(logits_dev.as<float>(), experts, RouteFunction::softmax_topk, true, 2.5f,
+                                      device_matrix(view(gate[0], base)), device_matrix(view(up[0], base + up_at)), blocks, k,
+                                      in.get(), routed_act.as<float>(), routed_ids.as<int32_t>(), routed_w.as<float>(), nullptr);
+                route(logits_dev.as<float>(), 1, experts, k, RouteFunction::softmax_topk, true, 2.5f, want_ids.as<int32_t>(),
+                      want_w.as<float>(), nullptr);
+                EXPECT_EQ(routed_ids.read<int32_t>(), ids) << "bits " << b << " cached " << cached << " k " << k;
+                EXPECT_EQ(routed_w.read<float>(), want_w.read<float>()) << "bits " << b << " cached " << cached << " k " << k;
+                ASSERT_EQ(routed_act.read<float>(), act) << "bits " << b << " cached " << cached << " k " << k;
+            }
             const HostQuantized hx = format == engine::WeightFormat::affine ? quantize_host(x, 1, hidden, 32) : HostQuantized{};
             for (int64_t j = 0; j < k; ++j)
                 for (int64_t r = 0; r < inter; ++r) {
@@ -598,6 +612,21 @@ TEST(CudaBlocks, EmbeddingRowsDecodeLikeTheCpu) {
                     ASSERT_NEAR(got[t * 100 + c], want[c], 1e-6 * (std::abs(want[c]) + 1e-3)) << "row " << ids[t] << " col " << c;
             }
         }
+}
+
+// The L2 prefetch reads whole 16-byte units inside each span (memcheck checks it stays
+// inside), skips empty spans and refuses more than kMaxL2Spans.
+TEST(CudaBlocks, L2PrefetchTakesRaggedSpansAndRefusesTooMany) {
+    ASSERT_TRUE(have_gpu());
+    DeviceBuffer buffer(size_t{3} << 20);
+    const auto* base = buffer.as<std::byte>();
+    const DeviceSpan spans[] = {{base + 3, 5}, {base + 17, 0}, {base + 100, (int64_t{3} << 20) - 100}, {base + 1000, 70001}};
+    prefetch_to_l2(spans, 4, nullptr);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    std::vector<DeviceSpan> many(kMaxL2Spans + 1, DeviceSpan{base, 64});
+    EXPECT_THROW(prefetch_to_l2(many.data(), kMaxL2Spans + 1, nullptr), moepack::Error);
+    const DeviceSpan negative{base, -1};
+    EXPECT_THROW(prefetch_to_l2(&negative, 1, nullptr), moepack::Error);
 }
 
 TEST(CudaBlocks, RoutingMatchesTheCpu) {
