@@ -61,8 +61,7 @@ Engine::Impl::Impl(const std::string& directory, const EngineOptions& o) : optio
     // cache and the working buffers have theirs
     uint64_t device_experts = 0;
     if (o.backend == Backend::cuda) {
-        const uint64_t others = weights->bytes() + 2 * static_cast<uint64_t>(config.num_layers * o.context) *
-                                                       static_cast<uint64_t>(config.num_kv_heads * config.head_dim) * 4;
+        const uint64_t others = weights->bytes() + kv->bytes();
         const uint64_t free = cuda.free_memory();
         device_experts = o.gpu_cache_bytes >= 0 ? static_cast<uint64_t>(o.gpu_cache_bytes)
                          : free > others + kGpuWorkingBytes ? free - others - kGpuWorkingBytes

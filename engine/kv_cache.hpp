@@ -35,6 +35,9 @@ public:
     const float* recurrent(int64_t layer) const { return base_ + offsets_[static_cast<size_t>(layer)]; }
     // Zeroes every recurrent state (the start of a new context).
     void clear_recurrent();
+    // Bytes of the whole cache: every attention layer's keys and values for the full
+    // context, every recurrent state (what a GPU copy of it takes too).
+    uint64_t bytes() const { return bytes_; }
     // Bytes holding positions [0, positions) of every layer (and the recurrent states).
     uint64_t bytes_used(int64_t positions) const;
 

@@ -203,7 +203,17 @@ void GpuDecoder::upload_weights() {
 
 void GpuDecoder::allocate_activations() {
     const int64_t H = c_.hidden_size, E = c_.num_experts, K = c_.experts_per_token;
-    kv_ = DeviceMemory(static_cast<size_t>(2 * c_.num_layers * ctx_.kv.context() * kv_dim_) * sizeof(float), "the KV cache");
+    // keys and values for the attention layers only (a linear layer keeps a recurrent state)
+    const int64_t cache_floats = ctx_.kv.context() * kv_dim_;
+    int64_t attention_layers = 0;
+    for (const Layer& l : layers_) attention_layers += l.linear ? 0 : 1;
+    kv_ = DeviceMemory(static_cast<size_t>(2 * attention_layers * cache_floats) * sizeof(float), "the KV cache");
+    float* next = kv_.get<float>();
+    for (Layer& l : layers_)
+        if (!l.linear) {
+            l.keys = next, l.values = next + cache_floats;
+            next += 2 * cache_floats;
+        }
     const int64_t I = c_.expert_intermediate_size, F = c_.intermediate_size;
     scratch_ = carve_floats(
         [&](auto take) {
@@ -265,14 +275,12 @@ void GpuDecoder::attention_block(const Layer& l, int64_t layer) {
         rms_norm(q_, q_, 1, q_dim_, l.q_norm, eps_, stream_);
         rms_norm(k_, k_, 1, kv_dim_, l.k_norm, eps_, stream_);
     }
-    float* kc = kv(layer, 0);
-    float* vc = kv(layer, 1);
     attention_prologue(q_, k_, v_, 1, c_.num_heads, c_.num_kv_heads, D, per_head ? l.q_norm : nullptr,
-                       per_head ? l.k_norm : nullptr, eps_, rope_, position, kc, vc, stream_);
+                       per_head ? l.k_norm : nullptr, eps_, rope_, position, l.keys, l.values, stream_);
     const int64_t window =
         c_.layers[static_cast<size_t>(layer)].attention == AttentionKind::sliding ? c_.sliding_window : 0;
     // the output's quantisation made by the attention launch, unless a gate scales it after
-    attention(q_, kc, vc, attn_, 1, position, c_.num_heads, c_.num_kv_heads, D, window, ctx_.kv.context(),
+    attention(q_, l.keys, l.values, attn_, 1, position, c_.num_heads, c_.num_kv_heads, D, window, ctx_.kv.context(),
               attention_workspace_.get<float>(), gated_ ? nullptr : attn_in_.produce(l.o), stream_);
     if (gated_) {
         apply_output_gate(attn_, hybrid_.gate, q_dim_, stream_);
@@ -395,8 +403,8 @@ void GpuDecoder::context_to_host(int64_t positions) {
             check_cuda(cudaMemcpy(ctx_.kv.recurrent(l), ly.state, state_bytes, cudaMemcpyDeviceToHost), "saving a recurrent state");
             continue;
         }
-        check_cuda(cudaMemcpy(ctx_.kv.keys(l), kv(l, 0), bytes, cudaMemcpyDeviceToHost), "saving the KV cache");
-        check_cuda(cudaMemcpy(ctx_.kv.values(l), kv(l, 1), bytes, cudaMemcpyDeviceToHost), "saving the KV cache");
+        check_cuda(cudaMemcpy(ctx_.kv.keys(l), ly.keys, bytes, cudaMemcpyDeviceToHost), "saving the KV cache");
+        check_cuda(cudaMemcpy(ctx_.kv.values(l), ly.values, bytes, cudaMemcpyDeviceToHost), "saving the KV cache");
     }
 }
 
@@ -409,8 +417,8 @@ void GpuDecoder::context_from_host(int64_t positions) {
             check_cuda(cudaMemcpy(ly.state, ctx_.kv.recurrent(l), state_bytes, cudaMemcpyHostToDevice), "loading a recurrent state");
             continue;
         }
-        check_cuda(cudaMemcpy(kv(l, 0), ctx_.kv.keys(l), bytes, cudaMemcpyHostToDevice), "loading the KV cache");
-        check_cuda(cudaMemcpy(kv(l, 1), ctx_.kv.values(l), bytes, cudaMemcpyHostToDevice), "loading the KV cache");
+        check_cuda(cudaMemcpy(ly.keys, ctx_.kv.keys(l), bytes, cudaMemcpyHostToDevice), "loading the KV cache");
+        check_cuda(cudaMemcpy(ly.values, ctx_.kv.values(l), bytes, cudaMemcpyHostToDevice), "loading the KV cache");
     }
 }
 

@@ -21,6 +21,7 @@ namespace moepack::cuda {
 struct Layer {
     const float *input_norm = nullptr, *post_norm = nullptr, *q_norm = nullptr, *k_norm = nullptr;   // device
     DeviceMatrix q, k, v, o;               // full attention; q [Nq * D, H], [Nq * 2 * D, H] when gated
+    float *keys = nullptr, *values = nullptr;   // full attention: its KV cache, [ctx, Nkv * D] each
     bool linear = false;                   // a Gated DeltaNet layer:
     // in_proj_qkv [C, H], in_proj_z [V, H], in_proj_b / in_proj_a [nv, H], out_proj [H, V]
     // (C = 2 nk dk + nv dv channels, V = nv dv)
@@ -111,9 +112,6 @@ private:
     void pull_into_l2(const std::vector<std::vector<DeviceSpan>>& spans, int64_t layer);
     void join_l2_prefetches();
     void products(std::initializer_list<GemvProduct> list, VectorInput& in, GemvOutput output);
-    float* kv(int64_t layer, int which) const {   // which: 0 keys, 1 values; [ctx, kv_dim]
-        return kv_.get<float>() + (2 * layer + which) * ctx_.kv.context() * kv_dim_;
-    }
 
     engine::ModelContext ctx_;
     const ModelConfig& c_;

@@ -113,16 +113,14 @@ void GpuDecoder::prompt_attention_block(const Layer& l, int64_t layer, int64_t n
         rms_norm(p.q, p.q, n, q_dim_, l.q_norm, eps_, stream_);
         rms_norm(p.k, p.k, n, kv_dim_, l.k_norm, eps_, stream_);
     }
-    float* kc = kv(layer, 0);
-    float* vc = kv(layer, 1);
     attention_prologue(p.q, p.k, p.v, n, c_.num_heads, c_.num_kv_heads, D, per_head ? l.q_norm : nullptr,
-                       per_head ? l.k_norm : nullptr, eps_, rope_, p.positions, kc, vc, stream_);
+                       per_head ? l.k_norm : nullptr, eps_, rope_, p.positions, l.keys, l.values, stream_);
     const int64_t window = c_.layers[static_cast<size_t>(layer)].attention == AttentionKind::sliding ? c_.sliding_window : 0;
     if (prompt_attention_supports(c_.num_heads, c_.num_kv_heads, D))
-        prompt_attention(p.q, kc, vc, p.attn, n, p.positions, c_.num_heads, c_.num_kv_heads, D, window, stream_);
+        prompt_attention(p.q, l.keys, l.values, p.attn, n, p.positions, c_.num_heads, c_.num_kv_heads, D, window, stream_);
     else
         for (int64_t r = 0; r < n; r += p.attention_rows)
-            attention(p.q + r * q_dim_, kc, vc, p.attn + r * q_dim_, std::min(p.attention_rows, n - r), p.positions + r,
+            attention(p.q + r * q_dim_, l.keys, l.values, p.attn + r * q_dim_, std::min(p.attention_rows, n - r), p.positions + r,
                       c_.num_heads, c_.num_kv_heads, D, window, ctx_.kv.context(), p.workspace.get<float>(), nullptr, stream_);
     if (gated_) apply_output_gate(p.attn, p.hybrid.gate, n * q_dim_, stream_);
     p.attn_in.changed();

@@ -14,6 +14,7 @@
 
 #include "engine.hpp"
 #include "engine_test_support.hpp"
+#include "kv_cache.hpp"
 #include "pack_reader.hpp"
 
 namespace moepack {
@@ -38,6 +39,20 @@ double relative_l2(const std::vector<float>& got, const test::Reference& ref, in
         norm += r * r;
     }
     return std::sqrt(err / norm);
+}
+
+// A linear layer's state takes the place of its keys and values: the cache (and a GPU copy
+// of it, which allocates bytes()) holds context-sized keys and values for the attention
+// layers only.
+TEST(EngineRecurrent, TheCacheHoldsKeysAndValuesForAttentionLayersOnly) {
+    const std::vector<bool> recurrent = {true, true, true, false, true, true, true, false};
+    engine::KvCache kv(8, 1000, 64, recurrent, 4321);
+    EXPECT_EQ(kv.bytes(), (2 * 2 * 1000 * 64 + 6 * 4321) * sizeof(float));
+    EXPECT_EQ(kv.bytes_used(10), (2 * 2 * 10 * 64 + 6 * 4321) * sizeof(float));
+    EXPECT_EQ(kv.values(3), kv.keys(3) + 1000 * 64);
+    EXPECT_EQ(kv.recurrent(4), kv.values(3) + 1000 * 64);
+    engine::KvCache plain(3, 100, 8);
+    EXPECT_EQ(plain.bytes(), 3 * 2 * 100 * 8 * sizeof(float));
 }
 
 TEST(EngineRecurrent, APromptInSeveralPassesAndCallsGivesTheReferenceLogits) {
