@@ -14,6 +14,7 @@
 #include "cuda_check.hpp"
 #include "kernels.hpp"
 #include "launch.cuh"
+#include "rms.cuh"
 
 namespace moepack::cuda {
 namespace {
@@ -28,18 +29,6 @@ __device__ inline float silu(float x) { return x / (1.0f + expf(-x)); }
 __device__ inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 // log(1 + e^x), linear above 20 as torch's softplus
 __device__ inline float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
-
-// The block's sum of v, in every thread; partial: kThreads / 32 floats of shared memory.
-__device__ inline float block_sum(float v, float* partial) {
-    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-    if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
-    __syncthreads();
-    float total = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kThreads / 32; ++w) total += partial[w];
-    __syncthreads();   // partial free for the next sum
-    return total;
-}
 
 __global__ void __launch_bounds__(kConvThreads)
     convolve_channels(const float* __restrict__ mixed, int64_t n, int64_t channels, int kernel, const float* __restrict__ weight,
@@ -59,7 +48,7 @@ __global__ void __launch_bounds__(kConvThreads)
 }
 
 __global__ void __launch_bounds__(kThreads)
-    delta_rule_heads(DeltaRuleDims d, const float* __restrict__ x, int64_t n, const float* __restrict__ b,
+    delta_rule_heads(DeltaRuleShape d, const float* __restrict__ x, int64_t n, const float* __restrict__ b,
                      const float* __restrict__ a, const float* __restrict__ a_log, const float* __restrict__ dt_bias,
                      const float* __restrict__ z, const float* __restrict__ norm, float* __restrict__ state,
                      float* __restrict__ o) {
@@ -85,8 +74,8 @@ __global__ void __launch_bounds__(kThreads)
             kk += ki * ki;
         }
         // (the sums' barriers also publish q and k)
-        const float q_norm = q_scale / sqrtf(block_sum(qq, partial) + kL2NormEps);
-        const float k_norm = 1.0f / sqrtf(block_sum(kk, partial) + kL2NormEps);
+        const float q_norm = q_scale / sqrtf(detail::block_sum<kThreads>(qq, partial) + kL2NormEps);
+        const float k_norm = 1.0f / sqrtf(detail::block_sum<kThreads>(kk, partial) + kL2NormEps);
         const float decay = expf(-a_scale * softplus(a[t * nv + v] + dt_bias[v]));
         const float beta = sigmoid(b[t * nv + v]);
         float out[kMaxColumns];
@@ -112,7 +101,7 @@ __global__ void __launch_bounds__(kThreads)
             out[col] = oj;
             ss += oj * oj;
         }
-        const float inv = 1.0f / sqrtf(block_sum(ss, partial) / static_cast<float>(dv) + d.eps);
+        const float inv = 1.0f / sqrtf(detail::block_sum<kThreads>(ss, partial) / static_cast<float>(dv) + d.eps);
 #pragma unroll
         for (int col = 0; col < kMaxColumns; ++col) {
             const int64_t j = threadIdx.x + col * kThreads;
@@ -124,7 +113,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int64_t i = threadIdx.x; i < dk * dv; i += kThreads) S_head[i] = S[i];
 }
 
-size_t recur_shared_bytes(const DeltaRuleDims& d) { return static_cast<size_t>(d.dk * d.dv + 2 * d.dk) * sizeof(float); }
+size_t recur_shared_bytes(const DeltaRuleShape& d) { return static_cast<size_t>(d.dk * d.dv + 2 * d.dk) * sizeof(float); }
 
 }  // namespace
 
@@ -137,12 +126,12 @@ void gated_deltanet_convolve(const float* mixed, int64_t n, int64_t channels, in
     check_launch("gated_deltanet_convolve");
 }
 
-bool gated_deltanet_recur_supports(const DeltaRuleDims& d) {
+bool gated_deltanet_recur_supports(const DeltaRuleShape& d) {
     return d.nk >= 1 && d.nv % d.nk == 0 && d.dk >= 1 && d.dv >= 1 && d.dv <= kMaxColumns * kThreads &&
            recur_shared_bytes(d) <= kMaxSharedBytes;
 }
 
-void gated_deltanet_recur(const DeltaRuleDims& d, const float* x, int64_t n, const float* b, const float* a, const float* a_log,
+void gated_deltanet_recur(const DeltaRuleShape& d, const float* x, int64_t n, const float* b, const float* a, const float* a_log,
                           const float* dt_bias, const float* z, const float* norm, float* state, float* o, cudaStream_t stream) {
     if (n <= 0) return;
     if (!gated_deltanet_recur_supports(d))

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "device_matrix.hpp"
+#include "models/delta_rule_shape.hpp"
 
 namespace moepack::cuda {
 
@@ -193,16 +194,13 @@ void expert_gate_up_routed(const float* logits, int64_t num_experts, RouteFuncti
 // after the K - 1 rows conv_state [K - 1, C] holds; conv_state becomes the last K - 1 inputs.
 void gated_deltanet_convolve(const float* mixed, int64_t n, int64_t channels, int64_t kernel, const float* weight,
                              float* conv_state, float* out, cudaStream_t stream);
-struct DeltaRuleDims {
-    int64_t nk = 0, nv = 0, dk = 0, dv = 0;   // key and value heads and their sizes
-    float eps = 1e-6f;                        // of the gated RMSNorm
-};
+using engine::DeltaRuleShape;
 // The delta rule over x [n, 2 nk dk + nv dv] (the convolution's q, k, v; left as it is),
 // b, a [n, nv] (raw projections), a_log, dt_bias [nv], z, o [n, nv dv], norm [dv]; state
 // [nv, dk, dv] updated. Takes dv up to 256 and dk x dv within the shared memory of a block
 // (gated_deltanet_recur_supports).
-bool gated_deltanet_recur_supports(const DeltaRuleDims& dims);
-void gated_deltanet_recur(const DeltaRuleDims& dims, const float* x, int64_t n, const float* b, const float* a, const float* a_log,
+bool gated_deltanet_recur_supports(const DeltaRuleShape& shape);
+void gated_deltanet_recur(const DeltaRuleShape& shape, const float* x, int64_t n, const float* b, const float* a, const float* a_log,
                           const float* dt_bias, const float* z, const float* norm, float* state, float* o, cudaStream_t stream);
 
 // A run of device memory.

@@ -31,6 +31,7 @@
 #include "kernels.hpp"
 #include "kv_cache.hpp"
 #include "model.hpp"
+#include "models/gated_deltanet.hpp"
 #include "pack_reader.hpp"
 #include "weight_view.hpp"
 
@@ -50,11 +51,6 @@ bool switched_on(const char* variable) {
     return !(v && std::strcmp(v, "0") == 0);
 }
 
-DeltaRuleDims delta_rule_of(const ModelConfig& c) {
-    return {c.linear.num_key_heads, c.linear.num_value_heads, c.linear.key_head_dim, c.linear.value_head_dim,
-            static_cast<float>(c.rms_norm_eps)};
-}
-
 // Why the graph cannot run a model ("" when it can).
 std::string what_cuda_lacks(const ModelConfig& c) {
     if ((c.attention != AttentionType::gqa && c.attention != AttentionType::gated_gqa) || c.attention_bias ||
@@ -62,7 +58,7 @@ std::string what_cuda_lacks(const ModelConfig& c) {
         return concat(to_string(c.family), " layers have no kernels yet");
     if (c.num_shared_experts > 1 || (c.num_shared_experts == 1 && !c.shared_expert_gated))
         return "shared experts other than one gated shared expert have no kernels yet";
-    const DeltaRuleDims delta = delta_rule_of(c);
+    const DeltaRuleShape delta = engine::delta_rule_shape(c);
     for (const LayerDesc& d : c.layers)
         if (d.attention == AttentionKind::linear && !gated_deltanet_recur_supports(delta))
             return concat("linear attention with ", delta.nk, " key and ", delta.nv, " value heads of ", delta.dk, " and ",
@@ -90,9 +86,9 @@ GpuDecoder::GpuDecoder(const engine::ModelContext& ctx)
     if (!unsupported.empty())
         fail("the CUDA backend runs qwen3_moe, mixtral, olmoe, qwen3_next and qwen3_5_moe models so far: ", unsupported);
     if (ctx_.kv.recurrent_floats() > 0) {   // the model has linear-attention layers
-        delta_rule_ = delta_rule_of(c_);
-        linear_width_ = delta_rule_.nv * delta_rule_.dv;
-        linear_channels_ = 2 * delta_rule_.nk * delta_rule_.dk + linear_width_;
+        delta_rule_ = engine::delta_rule_shape(c_);
+        linear_width_ = delta_rule_.width();
+        linear_channels_ = delta_rule_.channels();
     }
     if (!cuda_available()) fail("CUDA backend: no CUDA device is available");
     stream_owner_ = std::make_unique<Stream>();

@@ -119,7 +119,7 @@ private:
     float eps_;
     bool gated_;                             // q_proj yields [q | gate] per head
     int64_t linear_channels_ = 0, linear_width_ = 0;   // C and V of the linear layers
-    DeltaRuleDims delta_rule_;
+    DeltaRuleShape delta_rule_;
     DeviceMemory recurrent_;                 // every linear layer's state, in layer order
     size_t recurrent_bytes_ = 0;
     std::unique_ptr<Stream> stream_owner_;   // made once a device is known to exist

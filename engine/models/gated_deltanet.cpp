@@ -24,28 +24,31 @@ std::string name(int64_t layer, const char* rest) { return concat("layers.", lay
 
 }  // namespace
 
-int64_t gated_deltanet_state_floats(const ModelConfig& c) {
+DeltaRuleShape delta_rule_shape(const ModelConfig& c) {
     const LinearAttentionConfig& a = c.linear;
-    const int64_t channels = 2 * a.num_key_heads * a.key_head_dim + a.num_value_heads * a.value_head_dim;
-    return channels * (a.conv_kernel - 1) + a.num_value_heads * a.key_head_dim * a.value_head_dim;
+    return {a.num_key_heads, a.num_value_heads, a.key_head_dim, a.value_head_dim, static_cast<float>(c.rms_norm_eps)};
+}
+
+int64_t gated_deltanet_state_floats(const ModelConfig& c) {
+    const DeltaRuleShape s = delta_rule_shape(c);
+    return s.channels() * (c.linear.conv_kernel - 1) + s.nv * s.dk * s.dv;
 }
 
 GatedDeltaNet::GatedDeltaNet(const ModelConfig& c, const DenseWeights& w, int64_t layer)
-    : hidden_(c.hidden_size), nk_(c.linear.num_key_heads), nv_(c.linear.num_value_heads), dk_(c.linear.key_head_dim),
-      dv_(c.linear.value_head_dim), kernel_(c.linear.conv_kernel), channels_(2 * nk_ * dk_ + nv_ * dv_),
-      eps_(static_cast<float>(c.rms_norm_eps)) {
-    if (nk_ < 1 || nv_ % nk_ != 0 || dk_ < 1 || dv_ < 1 || kernel_ < 1)
-        fail("layer ", layer, ": linear attention with ", nk_, " key and ", nv_, " value heads of ", dk_, " and ", dv_,
-             ", kernel ", kernel_, " is not a valid shape");
+    : hidden_(c.hidden_size), shape_(delta_rule_shape(c)), kernel_(c.linear.conv_kernel), channels_(shape_.channels()) {
+    const int64_t nv = shape_.nv, V = shape_.width();
+    if (shape_.nk < 1 || nv % shape_.nk != 0 || shape_.dk < 1 || shape_.dv < 1 || kernel_ < 1)
+        fail("layer ", layer, ": linear attention with ", shape_.nk, " key and ", nv, " value heads of ", shape_.dk, " and ",
+             shape_.dv, ", kernel ", kernel_, " is not a valid shape");
     qkv_ = w.matrix(name(layer, "in_proj_qkv.weight"), channels_, hidden_);
-    z_ = w.matrix(name(layer, "in_proj_z.weight"), nv_ * dv_, hidden_);
-    b_ = w.matrix(name(layer, "in_proj_b.weight"), nv_, hidden_);
-    a_ = w.matrix(name(layer, "in_proj_a.weight"), nv_, hidden_);
-    out_ = w.matrix(name(layer, "out_proj.weight"), hidden_, nv_ * dv_);
+    z_ = w.matrix(name(layer, "in_proj_z.weight"), V, hidden_);
+    b_ = w.matrix(name(layer, "in_proj_b.weight"), nv, hidden_);
+    a_ = w.matrix(name(layer, "in_proj_a.weight"), nv, hidden_);
+    out_ = w.matrix(name(layer, "out_proj.weight"), hidden_, V);
     conv_ = w.values(name(layer, "conv1d.weight"), {channels_, kernel_});
-    a_log_ = w.vector(name(layer, "A_log"), nv_);
-    dt_bias_ = w.vector(name(layer, "dt_bias"), nv_);
-    norm_ = w.vector(name(layer, "norm.weight"), dv_);
+    a_log_ = w.vector(name(layer, "A_log"), nv);
+    dt_bias_ = w.vector(name(layer, "dt_bias"), nv);
+    norm_ = w.vector(name(layer, "norm.weight"), shape_.dv);
 }
 
 void gated_deltanet_convolve(ThreadPool& pool, const float* mixed, int64_t n, int64_t channels, int64_t kernel,
@@ -75,7 +78,7 @@ void gated_deltanet_recur(ThreadPool& pool, const DeltaRuleShape& shape, float* 
                           const float* a_log, const float* dt_bias, const float* z, const float* norm, float* S, float* o,
                           float* scratch) {
     const int64_t nk = shape.nk, nv = shape.nv, dk = shape.dk, dv = shape.dv, r = nv / nk;
-    const int64_t C = 2 * nk * dk + nv * dv, V = nv * dv;
+    const int64_t C = shape.channels(), V = shape.width();
     // q and k l2-normalised per key head, in place (q also scaled by dk^-1/2), once for the
     // value heads that read them
     const float q_scale = 1.0f / std::sqrt(static_cast<float>(dk));
@@ -134,11 +137,11 @@ void gated_deltanet_recur(ThreadPool& pool, const DeltaRuleShape& shape, float* 
 }
 
 void GatedDeltaNet::forward(LayerCompute& compute, const float* h, int64_t n, float* state, float* out) {
-    const int64_t C = channels_, V = nv_ * dv_, K = kernel_;
+    const int64_t C = channels_, V = shape_.width(), K = kernel_, nv = shape_.nv;
     mixed_.resize(static_cast<size_t>(n * C));
     gate_z_.resize(static_cast<size_t>(n * V));
-    beta_.resize(static_cast<size_t>(n * nv_));
-    decay_.resize(static_cast<size_t>(n * nv_));
+    beta_.resize(static_cast<size_t>(n * nv));
+    decay_.resize(static_cast<size_t>(n * nv));
     o_.resize(static_cast<size_t>(n * V));
     delta_.resize(static_cast<size_t>(V));
     conv_out_.resize(static_cast<size_t>(n * C));
@@ -146,11 +149,11 @@ void GatedDeltaNet::forward(LayerCompute& compute, const float* h, int64_t n, fl
     float* conv_state = state;                  // [K - 1][C]
     float* recurrent = state + (K - 1) * C;     // [nv][dk][dv]
     gated_deltanet_convolve(compute.pool(), mixed_.data(), n, C, K, conv_, conv_state, conv_out_.data());
-    gated_deltanet_recur(compute.pool(), DeltaRuleShape{nk_, nv_, dk_, dv_, eps_}, conv_out_.data(), n, beta_.data(),
+    gated_deltanet_recur(compute.pool(), shape_, conv_out_.data(), n, beta_.data(),
                          decay_.data(), a_log_, dt_bias_, gate_z_.data(), norm_, recurrent, o_.data(),
                          delta_.data());
-    compute.times().flops += 7.0 * static_cast<double>(n * nv_ * dk_ * dv_);
-    compute.times().weight_bytes += 2 * static_cast<uint64_t>(nv_ * dk_ * dv_) * sizeof(float);   // S read and written
+    compute.times().flops += 7.0 * static_cast<double>(n * nv * shape_.dk * shape_.dv);
+    compute.times().weight_bytes += 2 * static_cast<uint64_t>(nv * shape_.dk * shape_.dv) * sizeof(float);   // S read and written
     compute.product(out_, o_.data(), n, out);
 }
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cpu/matmul.hpp"
+#include "models/delta_rule_shape.hpp"
 #include "model_config.hpp"
 
 namespace moepack::engine {
@@ -35,10 +36,8 @@ int64_t gated_deltanet_state_floats(const ModelConfig& c);
 void gated_deltanet_convolve(ThreadPool& pool, const float* mixed, int64_t n, int64_t channels, int64_t kernel,
                              const float* weight, float* conv_state, float* out);
 
-struct DeltaRuleShape {
-    int64_t nk = 0, nv = 0, dk = 0, dv = 0;   // key and value heads, their sizes (nv % nk == 0)
-    float eps = 1e-6f;                        // of the gated RMSNorm
-};
+// The model's delta-rule shape (its linear-attention config and RMSNorm epsilon).
+DeltaRuleShape delta_rule_shape(const ModelConfig& c);
 // The delta rule of n tokens over the convolution's output x [n, C] (C = 2 nk dk + nv dv:
 // q, k, v heads): q and k l2-normalised per key head in place (q also scaled by dk^-1/2);
 // per value head v (key head v / (nv / nk)), token by token, beta = sigmoid(b), decay =
@@ -60,8 +59,9 @@ public:
     void forward(LayerCompute& compute, const float* h, int64_t n, float* state, float* out);
 
 private:
-    int64_t hidden_, nk_, nv_, dk_, dv_, kernel_, channels_;
-    float eps_;
+    int64_t hidden_;
+    DeltaRuleShape shape_;
+    int64_t kernel_, channels_;
     // in_proj_qkv [channels, H], in_proj_z [nv * dv, H], in_proj_b / in_proj_a [nv, H],
     // out_proj [H, nv * dv]
     WeightMatrix qkv_, z_, b_, a_, out_;

@@ -56,7 +56,7 @@ TEST(CudaDeltaNet, DeltaRuleMatchesTheCpu) {
     for (const DeltaCase& c : cases)
         for (bool split : {false, true}) {   // split: the batch in two launches, the state carried
             const engine::DeltaRuleShape& s = c.shape;
-            const int64_t C = 2 * s.nk * s.dk + s.nv * s.dv, V = s.nv * s.dv, n = c.n;
+            const int64_t C = s.channels(), V = s.width(), n = c.n;
             auto x = random_floats(rng, static_cast<size_t>(n * C), 1.0f);
             const auto b = random_floats(rng, static_cast<size_t>(n * s.nv), 2.0f);
             const auto a = random_floats(rng, static_cast<size_t>(n * s.nv), 2.0f);
@@ -70,11 +70,10 @@ TEST(CudaDeltaNet, DeltaRuleMatchesTheCpu) {
             std::vector<float> want(static_cast<size_t>(n * V)), scratch(static_cast<size_t>(V));
             engine::gated_deltanet_recur(pool, s, x.data(), n, b.data(), a.data(), a_log.data(), dt_bias.data(), z.data(),
                                          norm.data(), state.data(), want.data(), scratch.data());
-            const DeltaRuleDims dims{s.nk, s.nv, s.dk, s.dv, s.eps};
-            ASSERT_TRUE(gated_deltanet_recur_supports(dims));
+            ASSERT_TRUE(gated_deltanet_recur_supports(s));
             const int64_t first = split ? n / 2 : n;
             for (const auto& [t0, count] : {std::pair<int64_t, int64_t>{0, first}, {first, n - first}})
-                gated_deltanet_recur(dims, x_dev.as<float>() + t0 * C, count, b_dev.as<float>() + t0 * s.nv,
+                gated_deltanet_recur(s, x_dev.as<float>() + t0 * C, count, b_dev.as<float>() + t0 * s.nv,
                                      a_dev.as<float>() + t0 * s.nv, a_log_dev.as<float>(), dt_dev.as<float>(),
                                      z_dev.as<float>() + t0 * V, norm_dev.as<float>(), state_dev.as<float>(),
                                      o_dev.as<float>() + t0 * V, nullptr);
@@ -87,11 +86,11 @@ TEST(CudaDeltaNet, DeltaRuleMatchesTheCpu) {
 
 TEST(CudaDeltaNet, ShapesTheKernelCannotHoldAreRefused) {
     ASSERT_TRUE(have_gpu());
-    EXPECT_FALSE(gated_deltanet_recur_supports(DeltaRuleDims{2, 3, 64, 64, 1e-6f}));    // value heads not a multiple
-    EXPECT_FALSE(gated_deltanet_recur_supports(DeltaRuleDims{1, 1, 64, 300, 1e-6f}));   // dv past 256
-    EXPECT_FALSE(gated_deltanet_recur_supports(DeltaRuleDims{1, 1, 256, 256, 1e-6f}));  // S past shared memory
+    EXPECT_FALSE(gated_deltanet_recur_supports(DeltaRuleShape{2, 3, 64, 64, 1e-6f}));    // value heads not a multiple
+    EXPECT_FALSE(gated_deltanet_recur_supports(DeltaRuleShape{1, 1, 64, 300, 1e-6f}));   // dv past 256
+    EXPECT_FALSE(gated_deltanet_recur_supports(DeltaRuleShape{1, 1, 256, 256, 1e-6f}));  // S past shared memory
     DeviceBuffer any(1024);
-    EXPECT_THROW(gated_deltanet_recur(DeltaRuleDims{1, 1, 256, 256, 1e-6f}, any.as<float>(), 1, any.as<float>(), any.as<float>(),
+    EXPECT_THROW(gated_deltanet_recur(DeltaRuleShape{1, 1, 256, 256, 1e-6f}, any.as<float>(), 1, any.as<float>(), any.as<float>(),
                                       any.as<float>(), any.as<float>(), any.as<float>(), any.as<float>(), any.as<float>(),
                                       any.as<float>(), nullptr),
                  moepack::Error);
