@@ -261,28 +261,39 @@ void GpuDecoder::products(std::initializer_list<GemvProduct> list, VectorInput& 
     }
 }
 
-void GpuDecoder::attention_block(const Layer& l, int64_t layer) {
-    const int64_t D = c_.head_dim;
-    const int32_t* position = io_.get<int32_t>() + 1;
-    products({{l.q, gated_ ? hybrid_.q_gate : q_}, {l.k, k_}, {l.v, v_}}, h_in_, GemvOutput::store);
-    if (gated_) split_gated_q(hybrid_.q_gate, q_, hybrid_.gate, 1, c_.num_heads, D, stream_);
+// q, k, v products, the prologue, attention, the output product added to x; a decode token
+// (one row: the grouped decode products, attention quantising its output for o unless a
+// gate scales it after) or a prompt batch (the tensor-core products and attention, or the
+// split kernel for head sizes those do not take).
+void GpuDecoder::attention_block(const Layer& l, int64_t layer, int64_t n, const AttentionRows& rows) {
+    const int64_t D = c_.head_dim, H = c_.num_heads, Hkv = c_.num_kv_heads;
+    HybridBuffers& b = rows.hybrid;
+    project({{l.q, gated_ ? b.q_gate : rows.q}, {l.k, rows.k}, {l.v, rows.v}}, rows.h_in, n, GemvOutput::store);
+    if (gated_) split_gated_q(b.q_gate, rows.q, b.gate, n, H, D, stream_);
     const bool per_head = c_.qk_norm == QkNorm::per_head;
     if (c_.qk_norm == QkNorm::full_width) {
-        rms_norm(q_, q_, 1, q_dim_, l.q_norm, eps_, stream_);
-        rms_norm(k_, k_, 1, kv_dim_, l.k_norm, eps_, stream_);
+        rms_norm(rows.q, rows.q, n, q_dim_, l.q_norm, eps_, stream_);
+        rms_norm(rows.k, rows.k, n, kv_dim_, l.k_norm, eps_, stream_);
     }
-    attention_prologue(q_, k_, v_, 1, c_.num_heads, c_.num_kv_heads, D, per_head ? l.q_norm : nullptr,
-                       per_head ? l.k_norm : nullptr, eps_, rope_, position, l.keys, l.values, stream_);
-    const int64_t window =
-        c_.layers[static_cast<size_t>(layer)].attention == AttentionKind::sliding ? c_.sliding_window : 0;
-    // the output's quantisation made by the attention launch, unless a gate scales it after
-    attention(q_, l.keys, l.values, attn_, 1, position, c_.num_heads, c_.num_kv_heads, D, window, ctx_.kv.context(),
-              attention_workspace_.get<float>(), gated_ ? nullptr : attn_in_.produce(l.o), stream_);
-    if (gated_) {
-        apply_output_gate(attn_, hybrid_.gate, q_dim_, stream_);
-        attn_in_.changed();
+    attention_prologue(rows.q, rows.k, rows.v, n, H, Hkv, D, per_head ? l.q_norm : nullptr, per_head ? l.k_norm : nullptr, eps_,
+                       rope_, rows.positions, l.keys, l.values, stream_);
+    const int64_t window = c_.layers[static_cast<size_t>(layer)].attention == AttentionKind::sliding ? c_.sliding_window : 0;
+    const int64_t context = ctx_.kv.context();
+    if (n == 1) {
+        attention(rows.q, l.keys, l.values, rows.attn, 1, rows.positions, H, Hkv, D, window, context,
+                  attention_workspace_.get<float>(), gated_ ? nullptr : rows.attn_in.produce(l.o), stream_);
+    } else {
+        const PromptState& p = *prompt_;
+        if (prompt_attention_supports(H, Hkv, D))
+            prompt_attention(rows.q, l.keys, l.values, rows.attn, n, rows.positions, H, Hkv, D, window, stream_);
+        else
+            for (int64_t r = 0; r < n; r += p.attention_rows)
+                attention(rows.q + r * q_dim_, l.keys, l.values, rows.attn + r * q_dim_, std::min(p.attention_rows, n - r),
+                          rows.positions + r, H, Hkv, D, window, context, p.workspace.get<float>(), nullptr, stream_);
     }
-    products({{l.o, x_}}, attn_in_, GemvOutput::add);
+    if (gated_) apply_output_gate(rows.attn, b.gate, n * q_dim_, stream_);
+    if (gated_ || n > 1) rows.attn_in.changed();
+    project({{l.o, rows.x}}, rows.attn_in, n, GemvOutput::add);
 }
 
 void GpuDecoder::pull_into_l2(const std::vector<std::vector<DeviceSpan>>& spans, int64_t layer) {
@@ -340,7 +351,7 @@ void GpuDecoder::enqueue_token(bool logits) {
         if (ly.linear)
             linear_attention_block(ly, 1, hybrid_, h_in_, x_);
         else
-            attention_block(ly, l);
+            attention_block(ly, l, 1, {h_in_, attn_in_, hybrid_, q_, k_, v_, attn_, x_, io_.get<int32_t>() + 1});
         h_in_.normalize(x_, ly.post_norm, eps_, stream_);
         if (ly.moe)
             moe_block(ly, l);

@@ -69,7 +69,6 @@ private:
     void allocate_prompt();
     void run_prompt(std::span<const int32_t> tokens, int64_t position, bool all_logits, float* logits);
     void run_batch(std::span<const int32_t> tokens, int64_t position, bool all_logits, float* logits);
-    void prompt_attention_block(const Layer& l, int64_t layer, int64_t n);
     // y [n, w.rows] (=|+=) in [n, w.cols] . w^T: tensor cores for affine w, else the decode
     // product 8 rows at a time.
     void rows_product(const DeviceMatrix& w, VectorInput& in, int64_t n, float* y, GemvOutput output);
@@ -79,7 +78,15 @@ private:
     // straight there when it is page-locked) unless null
     void run_token(float* logits);
     void enqueue_token(bool logits);    // what one token puts on the stream (captured as a graph)
-    void attention_block(const Layer& l, int64_t layer);
+    // The arrays a full-attention layer works in: a decode token's or a prompt batch's.
+    struct AttentionRows {
+        VectorInput& h_in;      // the normalised input [n, H]
+        VectorInput& attn_in;   // attention's output [n, q_dim] as the o product's input
+        HybridBuffers& hybrid;  // gated attention's q_gate and gate
+        float *q, *k, *v, *attn, *x;
+        const int32_t* positions;   // device memory [n]
+    };
+    void attention_block(const Layer& l, int64_t layer, int64_t n, const AttentionRows& rows);
     // gpu_hybrid_layers.cpp: weights, buffers and steps of gated attention, Gated DeltaNet
     // layers and the shared expert; their recurrent states (zeroed at position 0, saved
     // and loaded with the KV cache)

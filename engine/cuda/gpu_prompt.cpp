@@ -99,34 +99,6 @@ void GpuDecoder::run_prompt(std::span<const int32_t> tokens, int64_t position, b
     }
 }
 
-// The full-attention mixer of a batch's n rows: q, k, v products, the prologue, attention on
-// the tensor cores (or split for head sizes they do not take), the output added to x.
-void GpuDecoder::prompt_attention_block(const Layer& l, int64_t layer, int64_t n) {
-    PromptState& p = *prompt_;
-    const int64_t D = c_.head_dim;
-    rows_product(l.q, p.h_in, n, gated_ ? p.hybrid.q_gate : p.q, GemvOutput::store);
-    rows_product(l.k, p.h_in, n, p.k, GemvOutput::store);
-    rows_product(l.v, p.h_in, n, p.v, GemvOutput::store);
-    if (gated_) split_gated_q(p.hybrid.q_gate, p.q, p.hybrid.gate, n, c_.num_heads, D, stream_);
-    const bool per_head = c_.qk_norm == QkNorm::per_head;
-    if (c_.qk_norm == QkNorm::full_width) {
-        rms_norm(p.q, p.q, n, q_dim_, l.q_norm, eps_, stream_);
-        rms_norm(p.k, p.k, n, kv_dim_, l.k_norm, eps_, stream_);
-    }
-    attention_prologue(p.q, p.k, p.v, n, c_.num_heads, c_.num_kv_heads, D, per_head ? l.q_norm : nullptr,
-                       per_head ? l.k_norm : nullptr, eps_, rope_, p.positions, l.keys, l.values, stream_);
-    const int64_t window = c_.layers[static_cast<size_t>(layer)].attention == AttentionKind::sliding ? c_.sliding_window : 0;
-    if (prompt_attention_supports(c_.num_heads, c_.num_kv_heads, D))
-        prompt_attention(p.q, l.keys, l.values, p.attn, n, p.positions, c_.num_heads, c_.num_kv_heads, D, window, stream_);
-    else
-        for (int64_t r = 0; r < n; r += p.attention_rows)
-            attention(p.q + r * q_dim_, l.keys, l.values, p.attn + r * q_dim_, std::min(p.attention_rows, n - r), p.positions + r,
-                      c_.num_heads, c_.num_kv_heads, D, window, ctx_.kv.context(), p.workspace.get<float>(), nullptr, stream_);
-    if (gated_) apply_output_gate(p.attn, p.hybrid.gate, n * q_dim_, stream_);
-    p.attn_in.changed();
-    rows_product(l.o, p.attn_in, n, p.x, GemvOutput::add);
-}
-
 void GpuDecoder::run_batch(std::span<const int32_t> tokens, int64_t position, bool all_logits, float* logits) {
     PromptState& p = *prompt_;
     const auto n = static_cast<int64_t>(tokens.size());
@@ -143,7 +115,7 @@ void GpuDecoder::run_batch(std::span<const int32_t> tokens, int64_t position, bo
         if (l.linear)
             linear_attention_block(l, n, p.hybrid, p.h_in, p.x);
         else
-            prompt_attention_block(l, layer, n);
+            attention_block(l, layer, n, {p.h_in, p.attn_in, p.hybrid, p.q, p.k, p.v, p.attn, p.x, p.positions});
         p.h_in.normalize(p.x, l.post_norm, eps_, stream_, n);
         if (l.moe) {
             rows_product(l.router, p.h_in, n, p.router_logits, GemvOutput::store);
