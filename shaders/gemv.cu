@@ -1,8 +1,9 @@
 // Fused dequantize-GEMV for decode: y [n, rows] (=|+=) x [n, cols] . W^T for up to three
 // matrices of one encoding sharing an input (a layer's q, k and v), one launch. One warp per
-// output row, 8 warps per block, rows of the matrices numbered one after another; the row's
-// values decoded in registers by row_dot.cuh (affine codes against int8-quantised inputs,
-// float rows against float inputs), then a warp reduction. CPU reference: matmul
+// output row (two for a decode token's short affine rows in a long matrix), 8 warps per block, rows of the
+// matrices numbered one after another; the row's values decoded in registers by
+// row_dot.cuh (affine codes against int8-quantised inputs, float rows against float
+// inputs), then a warp reduction. CPU reference: matmul
 // (engine/cpu/matmul.cpp), whose decode kernels quantise inputs by the same rule.
 #include <algorithm>
 
@@ -25,10 +26,12 @@ struct ProductList {
     int count;
 };
 
-template <class Rows, int N>
+// R consecutive rows of one matrix per warp (R 2 for short rows: twice the loads in flight
+// and one reduction tail for two rows).
+template <class Rows, int N, int R>
 __global__ void __launch_bounds__(kWarps * 32) gemv_rows(ProductList list, InputView in, bool add) {
     detail::wait_for_inputs();
-    int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+    int64_t r = (static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32) * R;
     if (r >= list.end[list.count - 1]) return;
     GemvProduct p = list.products[0];
     if (r >= list.end[0]) {
@@ -37,27 +40,45 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_rows(ProductList list, Input
         r -= second ? list.end[0] : list.end[1];
     }
     const int lane = threadIdx.x % 32;
-    const RowSource src[1] = {detail::moved(p.w, 0)};
-    float acc[1][N] = {};
-    Rows::template dot<1, N>(p.w, src, r, in, 0, lane, acc);
+    RowSource src[R];
 #pragma unroll
-    for (int t = 0; t < N; ++t) {
-        const float s = detail::warp_sum(acc[0][t]);
-        if (lane == 0) {
-            float* y = p.y + t * p.w.rows + r;
-            *y = add ? *y + s : s;
+    for (int i = 0; i < R; ++i) src[i] = detail::rows_down(p.w, i);
+    float acc[R][N] = {};
+    Rows::template dot<R, N>(p.w, src, r, in, 0, lane, acc);
+#pragma unroll
+    for (int i = 0; i < R; ++i)
+#pragma unroll
+        for (int t = 0; t < N; ++t) {
+            const float s = detail::warp_sum(acc[i][t]);
+            if (lane == 0) {
+                float* y = p.y + t * p.w.rows + r + i;
+                *y = add ? *y + s : s;
+            }
         }
-    }
 }
+
+// Rows of at most kShortRowBytes in a launch of at least kPairedRows rows are read two per
+// warp. Measured on the H200 (bench_cuda_gemv, 4-bit rows of 2048 columns): the 151936-row
+// output head 69.7 -> 52.4 us, but the 5120 rows of q, k and v 2.9 -> 3.3 us (half the
+// warps leave the SMs short of loads in flight).
+constexpr int64_t kShortRowBytes = 1024;
+constexpr int64_t kPairedRows = 65536;
 
 template <int N>
 void launch(const ProductList& list, const ProductInput& x, int64_t offsets, bool add, cudaStream_t stream) {
     const DeviceMatrix& w = list.products[0].w;
     const InputView in = detail::input_view(x, w.cols);
     const int64_t rows = list.end[list.count - 1];
+    bool pairs = w.format == DeviceFormat::affine && w.row_words * 4 <= kShortRowBytes && rows >= kPairedRows;
+    for (int i = 0; i < list.count; ++i) pairs = pairs && list.products[i].w.rows % 2 == 0;   // a pair never spans two matrices
     detail::with_rows(w, offsets, x, [&](auto rows_reader) {
         using Rows = decltype(rows_reader);
-        detail::launch(gemv_rows<Rows, N>, static_cast<unsigned>((rows + kWarps - 1) / kWarps), kWarps * 32, 0, stream, list, in, add);
+        if constexpr (N == 1) {   // decode tokens
+            if (pairs)
+                return detail::launch(gemv_rows<Rows, 1, 2>, static_cast<unsigned>((rows / 2 + kWarps - 1) / kWarps), kWarps * 32, 0,
+                                      stream, list, in, add);
+        }
+        detail::launch(gemv_rows<Rows, N, 1>, static_cast<unsigned>((rows + kWarps - 1) / kWarps), kWarps * 32, 0, stream, list, in, add);
     });
     check_launch("gemv");
 }

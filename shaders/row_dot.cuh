@@ -64,6 +64,17 @@ __device__ inline RowSource moved(const DeviceMatrix& w, int64_t offset) {
                      w.biases ? reinterpret_cast<const uint16_t*>(reinterpret_cast<const char*>(w.biases) + offset) : nullptr};
 }
 
+// The matrix of `w` moved down by `rows` rows (its values, scales and biases alike).
+__device__ inline RowSource rows_down(const DeviceMatrix& w, int64_t rows) {
+    const auto* data = static_cast<const char*>(w.data);
+    if (w.format != DeviceFormat::affine) {
+        const int64_t size = w.format == DeviceFormat::f32 ? 4 : 2;
+        return RowSource{data + rows * w.cols * size, nullptr, nullptr};
+    }
+    return RowSource{data + rows * w.row_words * 4, w.scales ? w.scales + rows * w.groups : nullptr,
+                     w.biases ? w.biases + rows * w.groups : nullptr};
+}
+
 // Bytes from block 0 to expert e's block.
 __device__ inline int64_t block_offset(const ExpertBlocks& b, int64_t e) {
     return (b.slot ? int64_t{__ldg(b.slot + e)} : e) * b.stride;

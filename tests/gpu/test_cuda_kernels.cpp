@@ -110,7 +110,8 @@ engine::WeightMatrix view(const Matrix& m, const std::byte* base) {
 struct Shape {
     int64_t rows, cols;
 };
-const Shape kShapes[] = {{1, 32}, {7, 100}, {33, 2048}, {130, 96}, {768, 2048}, {2048, 768}, {5, 4100}, {3, 17}};
+// {65536, 160}: rows read two per warp (gemv.cu's long matrices of short rows)
+const Shape kShapes[] = {{1, 32}, {7, 100}, {33, 2048}, {130, 96}, {768, 2048}, {2048, 768}, {5, 4100}, {3, 17}, {65536, 160}};
 
 // x quantised per group as quantize_input does it (the CPU decode kernels' rule), in
 // natural order, with each group's scale and float sum.
@@ -256,14 +257,19 @@ TEST(CudaGemv, FloatWeightsMatchTheReference) {
             for (int64_t n : {1, 2, 8}) check_gemv(random_matrix(rng, format, s.rows, s.cols, 16, 0), n, rng);
 }
 
-// q, k and v in one launch, and the add mode (outputs added to what is there).
+// q, k and v in one launch, and the add mode (outputs added to what is there); with one
+// input and even row counts the rows are read two per warp once there are enough of them.
 TEST(CudaGemv, SeveralMatricesInOneLaunchAndAddedOutputs) {
     ASSERT_TRUE(have_gpu());
     std::mt19937 rng(31);
+    struct Case {
+        int64_t n, rows[3];
+    };
     for (auto format : {engine::WeightFormat::affine, engine::WeightFormat::bf16})
-        for (GemvOutput output : {GemvOutput::store, GemvOutput::add}) {
-            const int64_t cols = 320, n = 2;
-            const int64_t rows[3] = {64, 9, 9};
+        for (GemvOutput output : {GemvOutput::store, GemvOutput::add})
+            for (const Case& c : {Case{2, {64, 9, 9}}, Case{1, {65536, 10, 6}}, Case{1, {65536, 9, 9}}}) {
+            const int64_t cols = 320, n = c.n;
+            const int64_t(&rows)[3] = c.rows;
             std::vector<Matrix> ms;
             for (int64_t r : rows) ms.push_back(random_matrix(rng, format, r, cols, 4, 64));
             const auto x = random_floats(rng, static_cast<size_t>(n * cols), 1.0f);
