@@ -44,8 +44,8 @@ namespace {
 std::string layer_name(int64_t layer, const char* rest) { return concat("layers.", layer, ".", rest); }
 
 // Switches for comparisons, on unless the variable is "0": MOEPACK_CUDA_GRAPHS (graph
-// capture; off: kernels launched one by one), MOEPACK_CUDA_L2_PREFETCH (the next layer's
-// dense weights pulled into L2 while a layer's experts run).
+// capture; off: kernels launched one by one), MOEPACK_CUDA_L2_PREFETCH (dense weights
+// pulled into L2 on a side stream ahead of their products).
 bool switched_on(const char* variable) {
     const char* v = std::getenv(variable);
     return !(v && std::strcmp(v, "0") == 0);
