@@ -296,9 +296,9 @@ void GpuDecoder::attention_block(const Layer& l, int64_t layer, int64_t n, const
     project({{l.o, rows.x}}, rows.attn_in, n, GemvOutput::add);
 }
 
-void GpuDecoder::pull_into_l2(const std::vector<std::vector<DeviceSpan>>& spans, int64_t layer) {
+void GpuDecoder::pull_into_l2(L2Part part, int64_t layer) {
     if (!l2_ahead_ || layer >= c_.num_layers) return;
-    const std::vector<DeviceSpan>& list = spans[static_cast<size_t>(layer)];
+    const std::vector<DeviceSpan>& list = (part == L2Part::inputs ? l2_ahead_->inputs : l2_ahead_->rest)[static_cast<size_t>(layer)];
     check_cuda(cudaEventRecord(l2_ahead_->fork, stream_), "forking the L2 prefetch");
     check_cuda(cudaStreamWaitEvent(l2_ahead_->stream, l2_ahead_->fork), "forking the L2 prefetch");
     prefetch_to_l2(list.data(), static_cast<int>(list.size()), l2_ahead_->stream);
@@ -314,7 +314,7 @@ void GpuDecoder::join_l2_prefetches() {
 
 void GpuDecoder::dense_block(const Layer& l, int64_t layer) {
     products({{l.gate, dg_}, {l.up, du_}}, h_in_, GemvOutput::store);
-    if (l2_ahead_) pull_into_l2(l2_ahead_->inputs, layer + 1);
+    pull_into_l2(L2Part::inputs, layer + 1);
     swiglu(dg_, du_, dg_, 1, c_.intermediate_size, nullptr, stream_);
     dense_act_in_.changed();
     products({{l.down, x_}}, dense_act_in_, GemvOutput::add);
@@ -333,7 +333,7 @@ void GpuDecoder::moe_block(const Layer& l, int64_t layer) {
         h_in_.prepare(l.gate, stream_);
         expert_gate_up_routed(router_logits_, E, function, c_.routing.normalize_topk, scaling, l.gate, l.up, l.blocks, K,
                               h_in_(l.gate), act_, ids_, ew_, stream_);
-        if (l2_ahead_) pull_into_l2(l2_ahead_->inputs, layer + 1);
+        pull_into_l2(L2Part::inputs, layer + 1);
         act_in_.changed();
         act_in_.prepare(l.down, stream_);
         expert_down_add(l.down, l.blocks, ids_, ew_, K, act_in_(l.down), x_, stream_);
@@ -347,7 +347,7 @@ void GpuDecoder::enqueue_token(bool logits) {
     for (int64_t l = 0; l < c_.num_layers; ++l) {
         const Layer& ly = layers_[static_cast<size_t>(l)];
         h_in_.normalize(x_, ly.input_norm, eps_, stream_);
-        if (l2_ahead_) pull_into_l2(l2_ahead_->rest, l);   // read once the layer's input products are done
+        pull_into_l2(L2Part::rest, l);   // read once the layer's input products are done
         if (ly.linear)
             linear_attention_block(ly, 1, hybrid_, h_in_, x_);
         else

@@ -113,10 +113,11 @@ private:
     void fetch_batch_experts(int64_t layer, int64_t n);
     int64_t cpu_share(int64_t misses) const;
     void dense_block(const Layer& l, int64_t layer);
-    // A layer's spans (spans[layer]; none past the last layer) pulled into L2 on the side
-    // stream, beside the work that follows on the main stream; the side stream joins the
-    // main one at the token's end.
-    void pull_into_l2(const std::vector<std::vector<DeviceSpan>>& spans, int64_t layer);
+    // A part of a layer's weights (none past the last layer, nor with the prefetch off)
+    // pulled into L2 on the side stream, beside the work that follows on the main stream;
+    // the side stream joins the main one at the token's end.
+    enum class L2Part { inputs, rest };
+    void pull_into_l2(L2Part part, int64_t layer);
     void join_l2_prefetches();
     void products(std::initializer_list<GemvProduct> list, VectorInput& in, GemvOutput output);
 

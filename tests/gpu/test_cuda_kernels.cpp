@@ -507,6 +507,14 @@ TEST(CudaGemv, BadInputsAreRefused) {
     const DeviceMatrix up = device_matrix(view(wide, wide_dev.as<std::byte>()));
     EXPECT_THROW(expert_gate_up(w, up, {}, ids_dev.as<int32_t>(), 1, in.get(), y_dev.as<float>(), nullptr), moepack::Error);
     EXPECT_THROW(gemm_swiglu(w, up, {}, in.quantized(), rows, y_dev.as<float>(), nullptr), moepack::Error);
+    // the launch that routes for itself: more experts chosen than there are, more logits than its shared memory holds
+    DeviceBuffer logits_dev(std::vector<float>(20000, 0.0f)), routed_ids(64), routed_w(64);
+    const auto routed = [&](int64_t experts, int64_t k) {
+        expert_gate_up_routed(logits_dev.as<float>(), experts, RouteFunction::softmax_topk, false, 1.0f, w, w, {}, k, in.get(),
+                              y_dev.as<float>(), routed_ids.as<int32_t>(), routed_w.as<float>(), nullptr);
+    };
+    EXPECT_THROW(routed(2, 3), moepack::Error);
+    EXPECT_THROW(routed(20000, 1), moepack::Error);
     DeviceMatrix misaligned = w;   // scales the products copy in 4-byte words
     misaligned.scales = reinterpret_cast<const uint16_t*>(reinterpret_cast<const char*>(w.scales) + 2);
     EXPECT_THROW(gemm(misaligned, {}, in.quantized(), rows, y_dev.as<float>(), GemvOutput::store, nullptr), moepack::Error);
